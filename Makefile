@@ -1,0 +1,33 @@
+# xdp-dr: `make` builds, `make test` runs every test, `make demo` shows it working. Each target sets up what it
+# needs first (apt packages, npm ci), so a fresh Debian 12 machine needs nothing else. V=1 shows the commands.
+.DELETE_ON_ERROR:
+.PHONY: all setup build ts bpf test demo bench clean
+
+Q := $(if $(V),,@)
+NODE := node --enable-source-maps
+
+all: build
+
+setup:
+	$(Q)scripts/setup.sh
+
+ts: setup
+	$(Q)npx tsc -p tsconfig.json
+
+# The clang flags live in one place (loader/src/dataplane/build.ts), which the loader also uses on demand.
+bpf: ts
+	$(Q)$(NODE) dist/loader/src/dataplane/build.js xdp_dr xdp_min
+
+build: ts bpf
+
+test: build
+	$(Q)$(NODE) --test --test-concurrency=1 dist/test/
+
+bench: build
+	$(Q)$(NODE) dist/loader/src/bench/micro.js
+
+demo: build
+	$(Q)$(NODE) dist/loader/src/demo.js
+
+clean:
+	rm -rf dist build

@@ -1,0 +1,179 @@
+/* Bounds-checked header parsers: each advances a cursor and fails (-1) rather than read past data_end. */
+#ifndef XDP_DR_PARSING_H
+#define XDP_DR_PARSING_H
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include "xdp_dr_limits.h"
+#include "xdp_dr_kern_user.h"
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+struct hdr_cursor {
+	void *pos;
+};
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 encap_proto;
+};
+
+/* What the program needs of a packet: the flow and where it stands. */
+struct flow {
+	__u32 src[4];
+	__u32 dst[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 is_fragment;  /* any IPv4/IPv6 fragment: hash on addresses only */
+	__u8 has_ports;    /* false for non-first fragments */
+};
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+static __always_inline int vlan_proto(__be16 p)
+{
+	return p == bpf_htons(ETH_P_8021Q) || p == bpf_htons(ETH_P_8021AD);
+}
+
+/* Returns the ethertype after up to VLAN_MAX_DEPTH tags (network order), or -1 when truncated. */
+static __always_inline int parse_eth(struct hdr_cursor *c, void *end, struct ethhdr **eth_out)
+{
+	struct ethhdr *eth = c->pos;
+	struct vlan_hdr *vh;
+	__be16 proto;
+
+	if ((void *)(eth + 1) > end)
+		return -1;
+	*eth_out = eth;
+	c->pos = eth + 1;
+	proto = eth->h_proto;
+
+#pragma unroll
+	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
+		if (!vlan_proto(proto))
+			break;
+		vh = c->pos;
+		if ((void *)(vh + 1) > end)
+			return -1;
+		proto = vh->encap_proto;
+		c->pos = vh + 1;
+	}
+	return proto;
+}
+
+/* Fills addresses, protocol and fragment state; -1 on any inconsistency (the packet is left alone). */
+static __always_inline int parse_ipv4(struct hdr_cursor *c, void *end, struct flow *f)
+{
+	struct iphdr *iph = c->pos;
+	__u32 ihl_len, tot_len;
+
+	if ((void *)(iph + 1) > end)
+		return -1;
+	if (iph->version != 4 || iph->ihl < 5)
+		return -1;
+	ihl_len = iph->ihl * 4;
+	tot_len = bpf_ntohs(iph->tot_len);
+	/* A frame shorter than the IP packet claims is truncated; Ethernet padding beyond it is fine. */
+	if (tot_len < ihl_len || (void *)iph + tot_len > end)
+		return -1;
+
+	f->family = XDP_DR_AF_INET;
+	f->src[0] = iph->saddr;
+	f->dst[0] = iph->daddr;
+	f->proto = iph->protocol;
+	f->is_fragment = (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)) != 0;
+	f->has_ports = (iph->frag_off & bpf_htons(IP_OFFSET)) == 0;
+	c->pos = (void *)iph + ihl_len;
+	return 0;
+}
+
+struct ipv6_opt_hdr_min {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+struct ipv6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset << 3 | M */
+	__be32 id;
+};
+
+/* Walks hop-by-hop, routing, destination-options and fragment headers; anything else ends the chain. */
+static __always_inline int parse_ipv6(struct hdr_cursor *c, void *end, struct flow *f)
+{
+	struct ipv6hdr *ip6 = c->pos;
+	__u8 nh;
+
+	if ((void *)(ip6 + 1) > end)
+		return -1;
+	if (ip6->version != 6)
+		return -1;
+	if ((void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > end)
+		return -1;
+
+	f->family = XDP_DR_AF_INET6;
+	__builtin_memcpy(f->src, &ip6->saddr, 16);
+	__builtin_memcpy(f->dst, &ip6->daddr, 16);
+	f->has_ports = 1;
+	nh = ip6->nexthdr;
+	c->pos = ip6 + 1;
+
+#pragma unroll
+	for (int i = 0; i < IPV6_EXT_MAX_CHAIN; i++) {
+		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS) {
+			struct ipv6_opt_hdr_min *oh = c->pos;
+
+			if ((void *)(oh + 1) > end)
+				return -1;
+			nh = oh->nexthdr;
+			c->pos += (oh->hdrlen + 1) * 8;
+		} else if (nh == IPPROTO_FRAGMENT) {
+			struct ipv6_frag_hdr *fh = c->pos;
+
+			if ((void *)(fh + 1) > end)
+				return -1;
+			nh = fh->nexthdr;
+			f->is_fragment = 1;
+			f->has_ports = (fh->frag_off & bpf_htons(0xfff8)) == 0;
+			c->pos = fh + 1;
+		} else {
+			break;
+		}
+	}
+	f->proto = nh;
+	return 0;
+}
+
+/* Reads source and destination port; TCP and UDP both start with them. */
+static __always_inline int parse_ports(struct hdr_cursor *c, void *end, struct flow *f)
+{
+	if (f->proto == IPPROTO_TCP) {
+		struct tcphdr *th = c->pos;
+
+		if ((void *)(th + 1) > end || th->doff < 5)
+			return -1;
+		f->sport = th->source;
+		f->dport = th->dest;
+	} else {
+		struct udphdr *uh = c->pos;
+
+		if ((void *)(uh + 1) > end)
+			return -1;
+		f->sport = uh->source;
+		f->dport = uh->dest;
+	}
+	return 0;
+}
+
+#endif

@@ -1,0 +1,145 @@
+/* xdp-dr: LVS direct routing in XDP. A packet for a service gets its MACs rewritten towards the backend that the
+ * service's Maglev table picks and leaves again; IP headers stay untouched. Everything else goes to the kernel. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "xdp_dr_limits.h"
+#include "xdp_dr_kern_user.h"
+#include "xdp_dr_maps.h"
+#include "parsing.h"
+#include "hash.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Load-time constants: the same seed on every node makes every node pick the same backend for a flow. */
+const volatile __u32 hash_seed = 0;
+/* Not read by the program: it keeps the enums in BTF for the loader. */
+const volatile struct xdp_dr_enums enums_in_btf;
+
+static __always_inline void count(struct counter *c, __u64 bytes)
+{
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+/* The one exit for every outcome, so that counters always add up to what arrived. */
+static __always_inline int record(enum xdp_dr_stat stat, __u64 bytes, int action)
+{
+	__u32 key = stat;
+
+	count(bpf_map_lookup_elem(&stats, &key), bytes);
+	return action;
+}
+
+static __always_inline __u32 flow_hash(const struct flow *f, int l3_only)
+{
+	__u32 h = hash_seed;
+	__u32 len = 8;
+
+	if (f->family == XDP_DR_AF_INET) {
+		h = mix_word(h, f->src[0]);
+		h = mix_word(h, f->dst[0]);
+	} else {
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			h = mix_word(h, f->src[i]);
+			h = mix_word(h, f->dst[i]);
+		}
+		len = 32;
+	}
+	if (!l3_only) {
+		h = mix_word(h, ((__u32)f->sport << 16) | f->dport);
+		h = mix_word(h, f->proto);
+		len += 8;
+	}
+	return finish(h, len);
+}
+
+static __always_inline struct service_info *find_service(const struct flow *f)
+{
+	struct service_key key = {};
+	struct service_info *svc;
+
+	__builtin_memcpy(key.addr, f->dst, 16);
+	key.proto = f->proto;
+	key.family = f->family;
+	if (f->has_ports) {
+		key.port = f->dport;
+		svc = bpf_map_lookup_elem(&services, &key);
+		if (svc)
+			return svc;
+		key.port = 0;
+	}
+	return bpf_map_lookup_elem(&services, &key);
+}
+
+SEC("xdp")
+int xdp_dr(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 bytes = end - data;
+	struct hdr_cursor cur = { .pos = data };
+	struct flow f = {};
+	struct ethhdr *eth;
+	struct service_info *svc;
+	struct backend_info *be;
+	void *ring;
+	__u32 slot, svc_id, *bid_p, bid;
+	int proto, act;
+
+	proto = parse_eth(&cur, end, &eth);
+	if (proto < 0)
+		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+	if (proto == bpf_htons(ETH_P_IP)) {
+		if (parse_ipv4(&cur, end, &f) < 0)
+			return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (parse_ipv6(&cur, end, &f) < 0)
+			return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+	} else {
+		return record(XDP_DR_STAT_PASS_NOT_IP, bytes, XDP_PASS);
+	}
+
+	if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP)
+		return record(XDP_DR_STAT_PASS_OTHER_PROTO, bytes, XDP_PASS);
+	if (f.has_ports && parse_ports(&cur, end, &f) < 0)
+		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+
+	svc = find_service(&f);
+	if (!svc)
+		return record(f.has_ports ? XDP_DR_STAT_PASS_NO_SERVICE : XDP_DR_STAT_PASS_FRAGMENT, bytes,
+			      XDP_PASS);
+	svc_id = svc->id;
+
+	ring = bpf_map_lookup_elem(&rings, &svc_id);
+	if (!ring)
+		return record(XDP_DR_STAT_PASS_NO_TABLE, bytes, XDP_PASS);
+	/* Fragments carry no ports past the first, so all fragments of a datagram hash on addresses alone. */
+	slot = flow_hash(&f, f.is_fragment || (svc->flags & SERVICE_F_HASH_L3)) % MAGLEV_M;
+	bid_p = bpf_map_lookup_elem(ring, &slot);
+	bid = bid_p ? *bid_p : 0;
+	if (!bid)
+		return record(XDP_DR_STAT_PASS_NO_BACKEND, bytes, XDP_PASS);
+	be = bpf_map_lookup_elem(&backends, &bid);
+	if (!be || !(be->dst_mac[0] | be->dst_mac[1] | be->dst_mac[2] | be->dst_mac[3] | be->dst_mac[4] |
+		     be->dst_mac[5]))
+		return record(XDP_DR_STAT_PASS_NO_BACKEND, bytes, XDP_PASS);
+
+	if (be->ifindex && be->ifindex != ctx->ingress_ifindex) {
+		/* Ask first, rewrite after: a missing egress port must leave the frame as it came. */
+		act = bpf_redirect_map(&tx_ports, be->ifindex, XDP_PASS);
+		if (act != XDP_REDIRECT)
+			return record(XDP_DR_STAT_PASS_NO_TX_PORT, bytes, XDP_PASS);
+	} else {
+		act = XDP_TX;
+	}
+
+	__builtin_memcpy(eth->h_dest, be->dst_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, be->src_mac, ETH_ALEN);
+	count(bpf_map_lookup_elem(&service_stats, &svc_id), bytes);
+	count(bpf_map_lookup_elem(&backend_stats, &bid), bytes);
+	return record(act == XDP_TX ? XDP_DR_STAT_TX : XDP_DR_STAT_REDIRECT, bytes, act);
+}

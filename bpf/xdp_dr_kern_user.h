@@ -1,0 +1,65 @@
+/* The one definition of every layout shared by the XDP program and the loader (checked against BTF by a test). */
+#ifndef XDP_DR_KERN_USER_H
+#define XDP_DR_KERN_USER_H
+
+#include <linux/types.h>
+
+/* service_key.family: the IP version. */
+enum xdp_dr_family {
+	XDP_DR_AF_INET = 4,
+	XDP_DR_AF_INET6 = 6,
+};
+
+/* Service key: IPv4 addresses sit in addr[0..3] with the rest zero; port 0 matches every port of the VIP. */
+struct service_key {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+enum service_flag {
+	/* Hash only source and destination addresses (source-IP persistence) instead of the 5-tuple. */
+	SERVICE_F_HASH_L3 = 1 << 0,
+};
+
+struct service_info {
+	__u32 id;    /* index into the ring and service counter arrays, 0..MAX_SERVICES-1 */
+	__u32 flags; /* SERVICE_F_* */
+};
+
+/* Where a backend's frames go: dst MAC is the real server's, src MAC the egress interface's. */
+struct backend_info {
+	__u8 dst_mac[6];
+	__u8 src_mac[6];
+	__u32 ifindex; /* 0: out of the ingress interface (XDP_TX); else redirect through tx_ports */
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Global counters, one slot per outcome; the loader reads the names from BTF. */
+enum xdp_dr_stat {
+	XDP_DR_STAT_TX = 0,            /* forwarded out of the ingress interface */
+	XDP_DR_STAT_REDIRECT,          /* forwarded through another interface */
+	XDP_DR_STAT_PASS_NOT_IP,       /* ARP, LLDP and all other non-IP frames */
+	XDP_DR_STAT_PASS_MALFORMED,    /* truncated or inconsistent headers: left to the kernel untouched */
+	XDP_DR_STAT_PASS_OTHER_PROTO,  /* IP but neither TCP nor UDP, or an IPv6 header chain we do not walk */
+	XDP_DR_STAT_PASS_NO_SERVICE,   /* no service for this VIP, port and protocol */
+	XDP_DR_STAT_PASS_FRAGMENT,     /* non-first fragment of a VIP with no port-0 service to carry it */
+	XDP_DR_STAT_PASS_NO_TABLE,     /* service known but its Maglev table is not installed */
+	XDP_DR_STAT_PASS_NO_BACKEND,   /* table slot unset (id 0) or backend entry empty */
+	XDP_DR_STAT_PASS_NO_TX_PORT,   /* backend's egress interface missing from tx_ports */
+	XDP_DR_STAT_MAX,
+};
+
+/* Never used as data: a variable of this type puts the enums above into BTF, where the loader reads them. */
+struct xdp_dr_enums {
+	enum xdp_dr_stat stat;
+	enum xdp_dr_family family;
+	enum service_flag flag;
+};
+
+#endif

@@ -1,0 +1,31 @@
+/* Build-time limits and constants of the data path; each limit can be overridden with -D at build time. */
+#ifndef XDP_DR_LIMITS_H
+#define XDP_DR_LIMITS_H
+
+/* Services (VIP, port, protocol) the program can hold; also the size of the ring and counter arrays. */
+#ifndef MAX_SERVICES
+#define MAX_SERVICES 1024
+#endif
+
+/* Backend ids run 1..MAX_BACKENDS-1; id 0 means "unset" in a Maglev table slot. */
+#ifndef MAX_BACKENDS
+#define MAX_BACKENDS 4096
+#endif
+
+/* Maglev table size per service; must be prime (the loader checks it). */
+#ifndef MAGLEV_M
+#define MAGLEV_M 65537
+#endif
+
+/* Egress interfaces other than the ingress one that backends may sit behind. */
+#ifndef MAX_TX_PORTS
+#define MAX_TX_PORTS 64
+#endif
+
+/* 802.1Q / 802.1ad tags walked before the IP header. */
+#define VLAN_MAX_DEPTH 2
+
+/* IPv6 extension headers (hop-by-hop, routing, destination options, fragment) walked before L4. */
+#define IPV6_EXT_MAX_CHAIN 4
+
+#endif

@@ -1,0 +1,235 @@
+// The loaded XDP program and its maps, typed. Loading pins every map under one directory (one per interface),
+// so a later process (the CLI, a restarted daemon) opens the same state with Dataplane.open().
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  BpfObject, RawMap, TypedMap, PerCpuMap, u32, fn, check, MAP_TYPE, koffi,
+} from '../libbpf';
+import { MapCreateOpts } from '../libbpf/ffi';
+import { serviceKey, serviceInfo, backendInfo, counter, ServiceKey, ServiceInfo, BackendInfo, Counter } from './layout';
+import { ensureObject, BuildOptions } from './build';
+import { diffTables, isPrime } from '../maglev';
+
+export const BPFFS = '/sys/fs/bpf';
+export const PIN_BASE = path.join(BPFFS, 'xdp-dr');
+export const PROGRAM = 'xdp_dr';
+
+const MAP_NAMES = ['services', 'rings', 'rings_standby', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats'] as const;
+type MapName = (typeof MAP_NAMES)[number];
+
+export interface Limits {
+  maxServices: number;
+  maxBackends: number;
+  tableSize: number;
+  maxTxPorts: number;
+}
+
+export interface LoadOptions {
+  /** Where the maps are pinned (created if needed); compatible pins already there are reused. */
+  pinDir: string;
+  hashSeed?: number;
+  build?: BuildOptions;
+  /** Use this object instead of building one. */
+  objectPath?: string;
+}
+
+/** Mounts bpffs at /sys/fs/bpf when it is not mounted: pins cannot exist without it. */
+export function ensureBpffs(): void {
+  const mounts = fs.readFileSync('/proc/mounts', 'utf8');
+  if (mounts.split('\n').some((l) => l.split(' ')[1] === BPFFS && l.split(' ')[2] === 'bpf')) return;
+  const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
+  try {
+    execFileSync('mount', ['-t', 'bpf', 'bpf', BPFFS], { stdio: 'pipe' });
+  } catch (e) {
+    throw new Error(
+      `bpffs is not mounted at ${BPFFS} and mounting it failed (${(e as Error).message.split('\n')[0]}): ` +
+        `run as root, or mount it yourself: mount -t bpf bpf ${BPFFS}`,
+    );
+  }
+}
+
+export class Dataplane {
+  readonly services: TypedMap<ServiceKey, ServiceInfo>;
+  readonly backends: TypedMap<number, BackendInfo>;
+  readonly stats: PerCpuMap<number, Counter>;
+  readonly serviceStats: PerCpuMap<number, Counter>;
+  readonly backendStats: PerCpuMap<number, Counter>;
+  readonly rings: RawMap;
+  readonly ringsStandby: RawMap;
+  readonly txPorts: TypedMap<number, number>;
+  readonly limits: Limits;
+  /** Global counter slots by name (TX, PASS_NO_SERVICE, ...), from enum xdp_dr_stat in the object's BTF. */
+  statIds = new Map<string, number>();
+
+  private constructor(
+    readonly pinDir: string,
+    private readonly maps: Record<MapName, RawMap>,
+    private readonly obj?: BpfObject,
+    readonly progFd?: number,
+  ) {
+    this.services = new TypedMap(maps.services, serviceKey, serviceInfo);
+    this.backends = new TypedMap(maps.backends, u32, backendInfo);
+    this.stats = new PerCpuMap(maps.stats, u32, counter);
+    this.serviceStats = new PerCpuMap(maps.service_stats, u32, counter);
+    this.backendStats = new PerCpuMap(maps.backend_stats, u32, counter);
+    this.rings = maps.rings;
+    this.ringsStandby = maps.rings_standby;
+    this.txPorts = new TypedMap(maps.tx_ports, u32, u32);
+    this.limits = {
+      maxServices: maps.services.info.maxEntries,
+      maxBackends: maps.backends.info.maxEntries,
+      tableSize: 0,
+      maxTxPorts: maps.tx_ports.info.maxEntries,
+    };
+    if (maps.rings.info.maxEntries !== this.limits.maxServices || maps.service_stats.info.maxEntries !== this.limits.maxServices)
+      throw new Error(`maps under ${pinDir} disagree on the number of services: they come from different builds`);
+  }
+
+  /** Builds if needed, loads the program and pins (or reuses) its maps under pinDir. */
+  static load(opts: LoadOptions): Dataplane {
+    ensureBpffs();
+    const objPath = opts.objectPath ?? ensureObject(PROGRAM, opts.build);
+    fs.mkdirSync(opts.pinDir, { recursive: true });
+    const obj = BpfObject.open(objPath, { pinRoot: opts.pinDir, constants: { hash_seed: opts.hashSeed ?? 0 } });
+    try {
+      const tableSize = obj.innerMapDef('rings').maxEntries;
+      if (!isPrime(tableSize)) throw new Error(`the object's Maglev table size ${tableSize} is not prime: rebuild with a prime MAGLEV_M`);
+      obj.load();
+      const maps = Object.fromEntries(MAP_NAMES.map((n) => [n, obj.map(n)])) as Record<MapName, RawMap>;
+      const dp = new Dataplane(opts.pinDir, maps, obj, obj.programFd(PROGRAM));
+      dp.limits.tableSize = tableSize;
+      dp.statIds = statEnum(obj.btf.enumValues('xdp_dr_stat'));
+      if (dp.statIds.size !== maps.stats.info.maxEntries)
+        throw new Error(`enum xdp_dr_stat has ${dp.statIds.size} counters but the stats map ${maps.stats.info.maxEntries} slots`);
+      return dp;
+    } catch (e) {
+      obj.close();
+      throw e;
+    }
+  }
+
+  /** Opens the state another process loaded and pinned. */
+  static open(pinDir: string, tableSize: number): Dataplane {
+    const maps: Partial<Record<MapName, RawMap>> = {};
+    try {
+      for (const n of MAP_NAMES) maps[n] = RawMap.fromPin(path.join(pinDir, n), n);
+      const dp = new Dataplane(pinDir, maps as Record<MapName, RawMap>);
+      dp.limits.tableSize = tableSize;
+      return dp;
+    } catch (e) {
+      for (const m of Object.values(maps)) m?.close();
+      throw e;
+    }
+  }
+
+  close(): void {
+    for (const m of Object.values(this.maps)) m.close();
+    this.obj?.close();
+  }
+
+  /** Removes the map pins (the maps live on while a program or process still holds them). */
+  unpin(): void {
+    for (const n of MAP_NAMES) fs.rmSync(path.join(this.pinDir, n), { force: true });
+  }
+
+  /** The live Maglev table of a service, or undefined when none is installed. */
+  readTable(serviceId: number): Uint32Array | undefined {
+    const inner = this.innerMap(this.rings, serviceId);
+    if (!inner) return undefined;
+    try {
+      return readRing(inner, this.limits.tableSize);
+    } finally {
+      inner.close();
+    }
+  }
+
+  /**
+   * Installs a new table for a service atomically: the standby table is brought to the new contents by
+   * writing only the slots that differ, then swapped in with one update of the rings slot, so a packet
+   * sees the old table or the new one. The old live table becomes the standby for the next change.
+   */
+  installTable(serviceId: number, table: Uint32Array): { written: number } {
+    if (table.length !== this.limits.tableSize)
+      throw new RangeError(`table has ${table.length} slots, this build's tables have ${this.limits.tableSize}`);
+    const key = u32Key(serviceId);
+    const live = this.innerMap(this.rings, serviceId);
+    let standby = this.innerMap(this.ringsStandby, serviceId);
+    try {
+      // A standby that is also live (an apply interrupted between its two swaps) must not be written in place.
+      if (standby && live && standby.info.id === live.info.id) {
+        standby.close();
+        standby = undefined;
+      }
+      let current: Uint32Array;
+      if (!standby) {
+        standby = createRing(this.limits.tableSize, serviceId);
+        current = new Uint32Array(this.limits.tableSize);
+      } else {
+        current = readRing(standby, this.limits.tableSize);
+      }
+      const { slots, ids } = diffTables(current, table);
+      standby.updateBatch(Buffer.from(slots.buffer, slots.byteOffset, slots.byteLength), Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength));
+      this.rings.update(key, u32Key(standby.fd));
+      if (live) this.ringsStandby.update(key, u32Key(live.fd));
+      else this.ringsStandby.delete(key);
+      return { written: slots.length };
+    } finally {
+      live?.close();
+      standby?.close();
+    }
+  }
+
+  /** Drops both tables of a service; its packets then pass to the kernel (counted as no table). */
+  removeTables(serviceId: number): void {
+    this.rings.delete(u32Key(serviceId));
+    this.ringsStandby.delete(u32Key(serviceId));
+  }
+
+  /** Sum over CPUs of one counter of a per-CPU map. */
+  static sum(values: Counter[] | undefined): Counter {
+    const out = { packets: 0n, bytes: 0n };
+    for (const v of values ?? []) {
+      out.packets += v.packets;
+      out.bytes += v.bytes;
+    }
+    return out;
+  }
+
+  private innerMap(outer: RawMap, serviceId: number): RawMap | undefined {
+    const v = outer.lookup(u32Key(serviceId));
+    if (!v) return undefined;
+    return RawMap.fromId(v.readUInt32LE(0), `${outer.label}[${serviceId}]`);
+  }
+}
+
+/** XDP_DR_STAT_PASS_NO_SERVICE -> PASS_NO_SERVICE; the _MAX sentinel is not a counter. */
+export function statEnum(values: Map<string, number>): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [name, v] of values) if (name !== 'XDP_DR_STAT_MAX') out.set(name.replace(/^XDP_DR_STAT_/, ''), v);
+  return out;
+}
+
+function u32Key(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+}
+
+function createRing(size: number, serviceId: number): RawMap {
+  const fd = check(
+    fn.bpf_map_create(MAP_TYPE.ARRAY, `ring_${serviceId}`.slice(0, 15), 4, 4, size, {
+      sz: koffi.sizeof(MapCreateOpts), btf_fd: 0, btf_key_type_id: 0, btf_value_type_id: 0, btf_vmlinux_value_type_id: 0,
+      inner_map_fd: 0, map_flags: 0, map_extra: 0, numa_node: 0, map_ifindex: 0,
+    }),
+    'bpf_map_create',
+    `Maglev table of service ${serviceId} (${size} slots)`,
+  );
+  return new RawMap(fd, `ring_${serviceId}`);
+}
+
+function readRing(ring: RawMap, size: number): Uint32Array {
+  const { keys, values, count } = ring.lookupAll(size);
+  const out = new Uint32Array(size);
+  for (let i = 0; i < count; i++) out[keys.readUInt32LE(i * 4)] = values.readUInt32LE(i * 4);
+  return out;
+}

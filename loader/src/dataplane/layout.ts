@@ -1,0 +1,50 @@
+// TypeScript views of the structs in bpf/xdp_dr_kern_user.h. test/bpf/layout.test.ts holds each of them
+// against the BTF of the compiled object, so a change on one side alone fails the tests.
+import { struct, bytes, be16, u8, u32, u64 } from '../libbpf/codec';
+
+export const serviceKey = struct('service_key', [
+  ['addr', bytes(16)],
+  ['port', be16],
+  ['proto', u8],
+  ['family', u8],
+] as const);
+
+export const serviceInfo = struct('service_info', [
+  ['id', u32],
+  ['flags', u32],
+] as const);
+
+export const backendInfo = struct('backend_info', [
+  ['dst_mac', bytes(6)],
+  ['src_mac', bytes(6)],
+  ['ifindex', u32],
+] as const);
+
+export const counter = struct('counter', [
+  ['packets', u64],
+  ['bytes', u64],
+] as const);
+
+export const STRUCTS = [serviceKey, serviceInfo, backendInfo, counter];
+
+export type ServiceKey = ReturnType<typeof serviceKey.decode>;
+export type ServiceInfo = ReturnType<typeof serviceInfo.decode>;
+export type BackendInfo = ReturnType<typeof backendInfo.decode>;
+export type Counter = ReturnType<typeof counter.decode>;
+
+/** Values of enum xdp_dr_family and enum service_flag, checked against BTF like the structs. */
+export const FAMILY = { XDP_DR_AF_INET: 4, XDP_DR_AF_INET6: 6 } as const;
+export const SERVICE_FLAG = { SERVICE_F_HASH_L3: 1 } as const;
+export const IPPROTO = { tcp: 6, udp: 17 } as const;
+
+/** The service key of VIP:port/proto; IPv4 addresses fill the first 4 bytes, the rest stays zero. */
+export function serviceKeyOf(vipBytes: Buffer, port: number, proto: keyof typeof IPPROTO): ServiceKey {
+  const addr = Buffer.alloc(16);
+  vipBytes.copy(addr);
+  return {
+    addr,
+    port,
+    proto: IPPROTO[proto],
+    family: vipBytes.length === 4 ? FAMILY.XDP_DR_AF_INET : FAMILY.XDP_DR_AF_INET6,
+  };
+}

@@ -1,0 +1,90 @@
+// Test fixture: a real XDP program loaded into the kernel with its maps pinned in a directory of its own,
+// removed again whatever the test does.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Dataplane, PIN_BASE } from '../../loader/src/dataplane/dataplane';
+import { serviceKeyOf, SERVICE_FLAG, Counter } from '../../loader/src/dataplane/layout';
+import { buildMaglevTable } from '../../loader/src/maglev';
+import { ipToBytes, macToBytes } from '../../loader/src/packet';
+import { BuildOptions } from '../../loader/src/dataplane/build';
+
+export const LB_MAC = '02:00:00:00:1b:01';
+let seq = 0;
+
+export function testPinDir(): string {
+  return path.join(PIN_BASE, `test-${process.pid}-${seq++}`);
+}
+
+/** Removes a test's pin directory, and the base directory when no one else uses it. */
+export function removePins(pinDir: string): void {
+  fs.rmSync(pinDir, { recursive: true, force: true });
+  try {
+    fs.rmdirSync(PIN_BASE);
+  } catch {
+    /* still in use, or gone */
+  }
+}
+
+export async function withDataplane<T>(
+  fn: (dp: Dataplane) => T | Promise<T>,
+  opts: { hashSeed?: number; build?: BuildOptions } = {},
+): Promise<T> {
+  const pinDir = testPinDir();
+  const dp = Dataplane.load({ pinDir, hashSeed: opts.hashSeed ?? 0x5eed, build: opts.build });
+  try {
+    return await fn(dp);
+  } finally {
+    dp.unpin();
+    dp.close();
+    removePins(pinDir);
+  }
+}
+
+export interface TestBackend { id: number; ip: string; mac: string; ifindex?: number; weight?: number }
+export interface TestService {
+  id: number;
+  vip: string;
+  port: number;
+  proto: 'tcp' | 'udp';
+  l3?: boolean;
+  backends: TestBackend[];
+}
+
+/** Writes a service the way the control plane does: backends first, then the table, then the service key. */
+export function installService(dp: Dataplane, s: TestService): Uint32Array {
+  for (const b of s.backends)
+    dp.backends.update(b.id, { dst_mac: macToBytes(b.mac), src_mac: macToBytes(LB_MAC), ifindex: b.ifindex ?? 0 });
+  const table = buildMaglevTable(
+    s.backends.map((b) => ({ id: b.id, key: b.ip, weight: b.weight ?? 1 })),
+    dp.limits.tableSize,
+  );
+  dp.installTable(s.id, table);
+  dp.services.update(serviceKeyOf(ipToBytes(s.vip), s.port, s.proto), { id: s.id, flags: s.l3 ? SERVICE_FLAG.SERVICE_F_HASH_L3 : 0 });
+  return table;
+}
+
+export interface CounterSnapshot {
+  stats: Map<number, Counter>;
+  services: Map<number, Counter>;
+  backends: Map<number, Counter>;
+}
+
+function summed(m: Map<number, Counter[]>): Map<number, Counter> {
+  return new Map([...m].map(([k, v]) => [k, Dataplane.sum(v)]));
+}
+
+export function snapshot(dp: Dataplane): CounterSnapshot {
+  return { stats: summed(dp.stats.all()), services: summed(dp.serviceStats.all()), backends: summed(dp.backendStats.all()) };
+}
+
+/** Per key, what moved between two snapshots (keys that did not move are left out). */
+export function delta(a: Map<number, Counter>, b: Map<number, Counter>): Map<number, { packets: number; bytes: number }> {
+  const out = new Map<number, { packets: number; bytes: number }>();
+  for (const [k, v] of b) {
+    const before = a.get(k) ?? { packets: 0n, bytes: 0n };
+    const p = Number(v.packets - before.packets);
+    const by = Number(v.bytes - before.bytes);
+    if (p || by) out.set(k, { packets: p, bytes: by });
+  }
+  return out;
+}
