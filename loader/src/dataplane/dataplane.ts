@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  BpfObject, RawMap, TypedMap, PerCpuMap, u32, fn, check, MAP_TYPE, koffi,
+  BpfObject, RawMap, TypedMap, PerCpuMap, u32, fn, check, MAP_TYPE, koffi, attachXdp, detachLink, XdpMode,
 } from '../libbpf';
 import { MapCreateOpts } from '../libbpf/ffi';
 import { serviceKey, serviceInfo, backendInfo, counter, ServiceKey, ServiceInfo, BackendInfo, Counter } from './layout';
@@ -232,4 +232,39 @@ function readRing(ring: RawMap, size: number): Uint32Array {
   const out = new Uint32Array(size);
   for (let i = 0; i < count; i++) out[keys.readUInt32LE(i * 4)] = values.readUInt32LE(i * 4);
   return out;
+}
+
+export const LINK_PIN = 'link';
+
+/**
+ * Attaches the program to an interface through a bpf_link pinned at <pinDir>/link, so the program stays
+ * attached after this process exits. On any failure the interface is left as it was.
+ */
+export function attachPinned(progFd: number, iface: string, mode: XdpMode, pinDir: string): void {
+  ensureBpffs();
+  const pin = path.join(pinDir, LINK_PIN);
+  if (fs.existsSync(pin)) throw new Error(`${pin} already exists: ${iface} is attached already (xdp-dr detach ${iface} first)`);
+  const linkFd = attachXdp(progFd, iface, mode);
+  try {
+    check(fn.bpf_obj_pin(linkFd, pin), 'bpf_obj_pin', `XDP link of ${iface} at ${pin}`);
+  } catch (e) {
+    // Closing the only reference to the unpinned link detaches it again.
+    fn.close(linkFd);
+    throw e;
+  }
+  fn.close(linkFd);
+}
+
+/** Detaches the program by its pinned link and removes the pin; false when nothing was pinned. */
+export function detachPinned(pinDir: string, iface: string): boolean {
+  const pin = path.join(pinDir, LINK_PIN);
+  if (!fs.existsSync(pin)) return false;
+  const fd = check(fn.bpf_obj_get(pin), 'bpf_obj_get', `XDP link of ${iface} at ${pin}`);
+  try {
+    detachLink(fd, `XDP link of ${iface}`);
+  } finally {
+    fn.close(fd);
+  }
+  fs.rmSync(pin);
+  return true;
 }

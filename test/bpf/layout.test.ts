@@ -1,0 +1,40 @@
+// One definition of each layout: the TypeScript codecs must match the BTF that clang wrote for the C structs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Btf } from '../../loader/src/libbpf';
+import { STRUCTS, FAMILY, SERVICE_FLAG } from '../../loader/src/dataplane/layout';
+import { ensureObject } from '../../loader/src/dataplane/build';
+import { struct, u8, u32, u64 } from '../../loader/src/libbpf/codec';
+
+const btf = Btf.fromFile(ensureObject('xdp_dr'));
+
+for (const codec of STRUCTS) {
+  test(`struct ${codec.cName}: size and every field offset match BTF`, () => {
+    const c = btf.struct(codec.cName);
+    assert.equal(codec.size, c.size, `sizeof(struct ${codec.cName})`);
+    assert.deepEqual(
+      codec.fields.map((f) => [f.name, f.offset, f.size]),
+      c.members.map((m) => [m.name, m.offset, m.size]),
+      `fields of struct ${codec.cName} (name, offset, size)`,
+    );
+  });
+}
+
+test('enum values used by the loader match BTF', () => {
+  assert.deepEqual(Object.fromEntries(btf.enumValues('xdp_dr_family')), FAMILY);
+  assert.deepEqual(Object.fromEntries(btf.enumValues('service_flag')), SERVICE_FLAG);
+  const stats = btf.enumValues('xdp_dr_stat');
+  assert.equal(stats.get('XDP_DR_STAT_TX'), 0);
+  assert.equal(stats.get('XDP_DR_STAT_MAX'), stats.size - 1, 'the counters are dense and _MAX ends them');
+});
+
+test('the check can fail: a codec with a field out of place is caught', () => {
+  const wrong = struct('counter', [['packets', u64], ['bytes', u32], ['pad', u8]] as const);
+  const c = btf.struct('counter');
+  assert.notDeepEqual(wrong.fields.map((f) => [f.name, f.offset, f.size]), c.members.map((m) => [m.name, m.offset, m.size]));
+});
+
+test('the object declares its load-time constants in .rodata', () => {
+  const names = btf.sectionVars('.rodata').map((v) => v.name);
+  assert.ok(names.includes('hash_seed'));
+});
