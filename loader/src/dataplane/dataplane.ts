@@ -147,6 +147,7 @@ export class Dataplane {
    * Installs a new table for a service atomically: the standby table is brought to the new contents by
    * writing only the slots that differ, then swapped in with one update of the rings slot, so a packet
    * sees the old table or the new one. The old live table becomes the standby for the next change.
+   * A new service gets both tables filled, so that its first change is a diff too.
    */
   installTable(serviceId: number, table: Uint32Array): { written: number } {
     if (table.length !== this.limits.tableSize)
@@ -154,28 +155,33 @@ export class Dataplane {
     const key = u32Key(serviceId);
     const live = this.innerMap(this.rings, serviceId);
     let standby = this.innerMap(this.ringsStandby, serviceId);
+    const fresh: RawMap[] = [];
     try {
       // A standby that is also live (an apply interrupted between its two swaps) must not be written in place.
       if (standby && live && standby.info.id === live.info.id) {
         standby.close();
         standby = undefined;
       }
-      let current: Uint32Array;
+      let written: number;
       if (!standby) {
         standby = createRing(this.limits.tableSize, serviceId);
-        current = new Uint32Array(this.limits.tableSize);
+        written = writeDiff(standby, new Uint32Array(this.limits.tableSize), table);
       } else {
-        current = readRing(standby, this.limits.tableSize);
+        written = writeDiff(standby, readRing(standby, this.limits.tableSize), table);
       }
-      const { slots, ids } = diffTables(current, table);
-      standby.updateBatch(Buffer.from(slots.buffer, slots.byteOffset, slots.byteLength), Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength));
       this.rings.update(key, u32Key(standby.fd));
-      if (live) this.ringsStandby.update(key, u32Key(live.fd));
-      else this.ringsStandby.delete(key);
-      return { written: slots.length };
+      let next = live;
+      if (!next) {
+        next = createRing(this.limits.tableSize, serviceId);
+        fresh.push(next);
+        writeDiff(next, new Uint32Array(this.limits.tableSize), table);
+      }
+      this.ringsStandby.update(key, u32Key(next.fd));
+      return { written };
     } finally {
       live?.close();
       standby?.close();
+      for (const m of fresh) m.close();
     }
   }
 
@@ -225,6 +231,12 @@ function createRing(size: number, serviceId: number): RawMap {
     `Maglev table of service ${serviceId} (${size} slots)`,
   );
   return new RawMap(fd, `ring_${serviceId}`);
+}
+
+function writeDiff(ring: RawMap, current: Uint32Array, wanted: Uint32Array): number {
+  const { slots, ids } = diffTables(current, wanted);
+  ring.updateBatch(Buffer.from(slots.buffer, slots.byteOffset, slots.byteLength), Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength));
+  return slots.length;
 }
 
 function readRing(ring: RawMap, size: number): Uint32Array {
