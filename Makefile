@@ -21,7 +21,7 @@ bpf: ts
 build: ts bpf
 
 test: build
-	$(Q)$(NODE) --test --test-concurrency=1 dist/test/
+	$(Q)$(NODE) --test --test-concurrency=1 dist/test/*/*.test.js
 
 bench: build
 	$(Q)$(NODE) dist/loader/src/bench/micro.js
