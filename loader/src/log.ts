@@ -19,6 +19,13 @@ export class Logger {
     this.sink = opts.sink ?? ((line) => process.stderr.write(line + '\n'));
   }
 
+  /** Where lines go; returns the previous sink so that a caller can put it back. */
+  setSink(sink: (line: string) => void): (line: string) => void {
+    const prev = this.sink;
+    this.sink = sink;
+    return prev;
+  }
+
   enabled(level: Level): boolean {
     return ORDER[level] >= ORDER[this.level];
   }

@@ -57,6 +57,34 @@ test('batch update and batch read of an array', async () => {
   });
 });
 
+test('batch delete of hash keys, and a clear error for a missing one', async () => {
+  await withDataplane((dp) => {
+    const keys = [1, 2, 3].map((i) => dp.services.encodeKey(serviceKeyOf(v4(i), 80, 'tcp')));
+    dp.services.updateBatch([1, 2, 3].map((i) => [serviceKeyOf(v4(i), 80, 'tcp'), { id: i, flags: 0 }] as const));
+    assert.equal([...dp.services.entries()].length, 3);
+    dp.services.raw.deleteBatch(Buffer.concat(keys.slice(0, 2)));
+    assert.deepEqual([...dp.services.entries()].map(([, v]) => v.id), [3]);
+    assert.throws(() => dp.services.raw.deleteBatch(keys[0]), (e: unknown) => e instanceof BpfError && e.code === 'ENOENT' && /0 of 1 keys deleted/.test(e.message));
+  });
+});
+
+test('libbpf warnings reach our logger and the error that follows them', async () => {
+  const { logger } = await import('../../loader/src/log');
+  const lines: string[] = [];
+  const savedLevel = logger.level;
+  logger.level = 'debug';
+  const savedSink = logger.setSink((l) => lines.push(l));
+  try {
+    await withDataplane((dp) => {
+      assert.throws(() => Dataplane.load({ pinDir: dp.pinDir, build: { MAX_BACKENDS: 64 } }), (e: unknown) => e instanceof BpfError && !!e.libbpfMessage);
+    });
+  } finally {
+    logger.level = savedLevel;
+    logger.setSink(savedSink);
+  }
+  assert.ok(lines.some((l) => /^debug libbpf: .*pinned map/.test(l)), `libbpf lines seen: ${lines.join(' | ')}`);
+});
+
 test('per-CPU values: one 8-byte aligned slot per possible CPU, summed', async () => {
   await withDataplane((dp) => {
     const cpus = possibleCpus();

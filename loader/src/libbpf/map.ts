@@ -138,6 +138,23 @@ export class RawMap {
     }
   }
 
+  /** Deletes count keys laid end to end, in one syscall; every key must exist. */
+  deleteBatch(keys: Buffer): void {
+    const count = keys.length / this.info.keySize;
+    if (!Number.isInteger(count)) throw new RangeError(`${this.what()}: ${keys.length} key bytes is not a whole number of keys`);
+    if (count === 0) return;
+    const n = [count];
+    const ret = fn.bpf_map_delete_batch(this.fd, keys, n, { sz: koffi.sizeof(BatchOpts), elem_flags: 0, flags: 0 });
+    if (ret < 0)
+      throw new BpfError({
+        op: 'bpf_map_delete_batch',
+        errno: -ret,
+        object: `${this.what()}, ${n[0]} of ${count} keys deleted`,
+        hint: defaultHint('bpf_map_delete_batch', -ret),
+        libbpfMessage: recentLibbpfMessages(),
+      });
+  }
+
   /** Reads the whole map in batches; arrays and hashes alike. */
   lookupAll(chunk = 4096): { keys: Buffer; values: Buffer; count: number } {
     const ks: Buffer[] = [];
