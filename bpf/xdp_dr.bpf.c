@@ -57,6 +57,15 @@ static __always_inline __u32 flow_hash(const struct flow *f, int l3_only)
 	return finish(h, len);
 }
 
+static __always_inline int maybe_vip(const struct flow *f)
+{
+	__u32 low = bpf_ntohl(f->family == XDP_DR_AF_INET ? f->dst[0] : f->dst[3]) & 0xffff;
+	__u32 word = low / 64;
+	__u64 *bits = bpf_map_lookup_elem(&vip_filter, &word);
+
+	return bits && ((*bits >> (low % 64)) & 1);
+}
+
 static __always_inline struct service_info *find_service(const struct flow *f)
 {
 	struct service_key key = {};
@@ -105,6 +114,8 @@ int xdp_dr(struct xdp_md *ctx)
 
 	if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP)
 		return record(XDP_DR_STAT_PASS_OTHER_PROTO, bytes, XDP_PASS);
+	if (!maybe_vip(&f))
+		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
 	if (f.has_ports && parse_ports(&cur, end, &f) < 0)
 		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
 

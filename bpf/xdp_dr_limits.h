@@ -22,6 +22,9 @@
 #define MAX_TX_PORTS 64
 #endif
 
+/* One bit per value of the low 16 bits of a destination address, in 64-bit words. */
+#define VIP_FILTER_WORDS (65536 / 64)
+
 /* 802.1Q / 802.1ad tags walked before the IP header. */
 #define VLAN_MAX_DEPTH 2
 

@@ -16,6 +16,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } services SEC(".maps");
 
+/* Low 16 bits of a destination address -> one bit, set when some VIP ends in them: traffic that is not for
+ * a VIP leaves after one inlined array lookup instead of two hash lookups. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VIP_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_filter SEC(".maps");
+
 /* One service's Maglev table: slot -> backend id. */
 struct maglev_ring {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -41,7 +41,7 @@ function main(): void {
     const install = (reals: typeof REALS) =>
       dp.installTable(1, buildMaglevTable(reals.map<MaglevBackend>((r) => ({ id: r.id, key: r.ip, weight: 1 })), dp.limits.tableSize));
     install(REALS);
-    dp.services.update(serviceKeyOf(ipToBytes(VIP), 80, 'tcp'), { id: 1, flags: 0 });
+    dp.putService(serviceKeyOf(ipToBytes(VIP), 80, 'tcp'), { id: 1, flags: 0 });
 
     const frames = flows();
     const send = () => frames.map((f) => {

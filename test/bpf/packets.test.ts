@@ -51,7 +51,7 @@ before(() => {
     tables.set(s.id, installService(dp, s));
     for (const b of s.backends) macOf.set(b.id, b.mac);
   }
-  dp.services.update(serviceKeyOf(ipToBytes(NO_TABLE.vip), NO_TABLE.port, NO_TABLE.proto), { id: NO_TABLE.id, flags: 0 });
+  dp.putService(serviceKeyOf(ipToBytes(NO_TABLE.vip), NO_TABLE.port, NO_TABLE.proto), { id: NO_TABLE.id, flags: 0 });
 });
 
 after(() => {
@@ -123,6 +123,7 @@ const CASES: Case[] = [
   { name: 'backend behind another interface', frame: { ...c4, dst: '10.0.0.204', proto: 'tcp' }, expect: { action: 'REDIRECT', service: S.otherNic } },
   { name: 'backend behind an interface missing from tx_ports', frame: { ...c4, dst: '10.0.0.205', proto: 'tcp' }, expect: { pass: 'PASS_NO_TX_PORT' } },
   { name: 'non-VIP address', frame: { ...c4, dst: '10.0.0.99', proto: 'tcp' }, expect: { pass: 'PASS_NO_SERVICE' } },
+  { name: 'non-VIP sharing the low 16 bits of a VIP (filter hit, lookup miss)', frame: { ...c4, dst: '10.9.0.100', proto: 'tcp' }, expect: { pass: 'PASS_NO_SERVICE' } },
   { name: 'VIP, wrong port', frame: { ...c4, dport: 81, proto: 'tcp' }, expect: { pass: 'PASS_NO_SERVICE' } },
   { name: 'VIP, wrong protocol (UDP to a TCP port)', frame: { ...c4, proto: 'udp' }, expect: { pass: 'PASS_NO_SERVICE' } },
   { name: 'IPv6 VIP, wrong port', frame: { ...c6, dport: 80, proto: 'tcp' }, expect: { pass: 'PASS_NO_SERVICE' } },
@@ -167,6 +168,22 @@ test('fixture table: action and output of each frame', async (t) => {
       }
     });
   }
+});
+
+test('a deleted service stops taking packets; its VIP filter bit goes only with the last service of that VIP', () => {
+  const tmp = { id: 12, vip: '10.0.0.210', port: 80, proto: 'tcp' as const, backends: [A] };
+  const tmpUdp = { ...tmp, id: 13, proto: 'udp' as const };
+  installService(dp, tmp);
+  installService(dp, tmpUdp);
+  const frame = buildFrame({ ...c4, dst: tmp.vip, proto: 'tcp' });
+  assert.equal(run(frame).retval, XDP_ACTION.TX);
+  const bitSet = () => (dp.vipFilter.lookup(210 >> 6)! >> BigInt(210 & 63)) & 1n;
+  assert.equal(dp.deleteService(serviceKeyOf(ipToBytes(tmp.vip), 80, 'tcp')), true);
+  assert.equal(bitSet(), 1n, 'the UDP service of the same VIP still needs the bit');
+  assert.equal(run(frame).retval, XDP_ACTION.PASS);
+  assert.equal(dp.deleteService(serviceKeyOf(ipToBytes(tmp.vip), 80, 'udp')), true);
+  assert.equal(bitSet(), 0n);
+  assert.equal(dp.deleteService(serviceKeyOf(ipToBytes(tmp.vip), 80, 'udp')), false);
 });
 
 test('same flow, same backend, every time', () => {

@@ -59,7 +59,7 @@ export function installService(dp: Dataplane, s: TestService): Uint32Array {
     dp.limits.tableSize,
   );
   dp.installTable(s.id, table);
-  dp.services.update(serviceKeyOf(ipToBytes(s.vip), s.port, s.proto), { id: s.id, flags: s.l3 ? SERVICE_FLAG.SERVICE_F_HASH_L3 : 0 });
+  dp.putService(serviceKeyOf(ipToBytes(s.vip), s.port, s.proto), { id: s.id, flags: s.l3 ? SERVICE_FLAG.SERVICE_F_HASH_L3 : 0 });
   return table;
 }
 

@@ -265,7 +265,16 @@ test('build is fast for 1000 backends at the default size', (t) => {
   const msMixed = Number(process.hrtime.bigint() - t1) / 1e6;
   assert.ok(!mixedTable.includes(0));
 
-  const msg = `M=${M} N=1000: ${ms.toFixed(2)} ms/build (equal weights, mean of ${runs}); ${msMixed.toFixed(2)} ms (weights 1..100)`;
+  // One heavy backend among many light ones: many rounds, few claims each.
+  const skewed = backends.map((b, i) => ({ ...b, weight: i === 0 ? 1000 : 1 }));
+  const t2 = process.hrtime.bigint();
+  const skewedTable = buildMaglevTable(skewed);
+  const msSkewed = Number(process.hrtime.bigint() - t2) / 1e6;
+  const heavy = tableShares(skewedTable).get(1) ?? 0;
+  // 1000 / (1000 + 999) of the table, give or take a slot per backend.
+  assert.ok(Math.abs(heavy / M - 1000 / 1999) <= 0.01, `heavy share ${heavy / M}`);
+
+  const msg = `M=${M} N=1000: ${ms.toFixed(2)} ms/build (equal weights, mean of ${runs}); ${msMixed.toFixed(2)} ms (weights 1..100); ${msSkewed.toFixed(2)} ms (weights 1000:1x999, heavy share ${(heavy / M).toFixed(4)})`;
   t.diagnostic(msg);
   console.log(msg);
   // Generous bound to stay robust on slow CI machines.

@@ -29,8 +29,8 @@ function main(): void {
     const table = buildMaglevTable(backends, dp.limits.tableSize);
     dp.installTable(1, table);
     dp.installTable(2, table);
-    dp.services.update(serviceKeyOf(ipToBytes('10.0.0.100'), 80, 'tcp'), { id: 1, flags: 0 });
-    dp.services.update(serviceKeyOf(ipToBytes('2001:db8::100'), 80, 'tcp'), { id: 2, flags: 0 });
+    dp.putService(serviceKeyOf(ipToBytes('10.0.0.100'), 80, 'tcp'), { id: 1, flags: 0 });
+    dp.putService(serviceKeyOf(ipToBytes('2001:db8::100'), 80, 'tcp'), { id: 2, flags: 0 });
 
     const base: FrameSpec = { src: '198.51.100.7', dst: '10.0.0.100', sport: 40000, dport: 80, proto: 'tcp', padTo: 60 };
     const cases: { name: string; spec: FrameSpec }[] = [

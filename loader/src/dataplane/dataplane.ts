@@ -3,10 +3,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  BpfObject, RawMap, TypedMap, PerCpuMap, u32, fn, check, MAP_TYPE, koffi, attachXdp, detachLink, XdpMode,
+  BpfObject, RawMap, TypedMap, PerCpuMap, u32, u64, fn, check, MAP_TYPE, koffi, attachXdp, detachLink, XdpMode,
 } from '../libbpf';
 import { MapCreateOpts } from '../libbpf/ffi';
-import { serviceKey, serviceInfo, backendInfo, counter, ServiceKey, ServiceInfo, BackendInfo, Counter } from './layout';
+import { FAMILY, serviceKey, serviceInfo, backendInfo, counter, ServiceKey, ServiceInfo, BackendInfo, Counter } from './layout';
 import { ensureObject, BuildOptions } from './build';
 import { diffTables, isPrime } from '../maglev';
 
@@ -14,7 +14,7 @@ export const BPFFS = '/sys/fs/bpf';
 export const PIN_BASE = path.join(BPFFS, 'xdp-dr');
 export const PROGRAM = 'xdp_dr';
 
-const MAP_NAMES = ['services', 'rings', 'rings_standby', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats'] as const;
+const MAP_NAMES = ['services', 'vip_filter', 'rings', 'rings_standby', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats'] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
 export interface Limits {
@@ -57,6 +57,7 @@ export class Dataplane {
   readonly rings: RawMap;
   readonly ringsStandby: RawMap;
   readonly txPorts: TypedMap<number, number>;
+  readonly vipFilter: TypedMap<number, bigint>;
   readonly limits: Limits;
   /** Global counter slots by name (TX, PASS_NO_SERVICE, ...), from enum xdp_dr_stat in the object's BTF. */
   statIds = new Map<string, number>();
@@ -75,6 +76,7 @@ export class Dataplane {
     this.rings = maps.rings;
     this.ringsStandby = maps.rings_standby;
     this.txPorts = new TypedMap(maps.tx_ports, u32, u32);
+    this.vipFilter = new TypedMap(maps.vip_filter, u32, u64);
     this.limits = {
       maxServices: maps.services.info.maxEntries,
       maxBackends: maps.backends.info.maxEntries,
@@ -130,6 +132,27 @@ export class Dataplane {
   /** Removes the map pins (the maps live on while a program or process still holds them). */
   unpin(): void {
     for (const n of MAP_NAMES) fs.rmSync(path.join(this.pinDir, n), { force: true });
+  }
+
+  /** Adds or changes a service; its VIP's filter bit is set first, so no packet for it is turned away. */
+  putService(key: ServiceKey, info: ServiceInfo): void {
+    const { word, bit } = vipFilterSlot(key.addr, key.family);
+    const bits = this.vipFilter.lookup(word) ?? 0n;
+    if (!(bits & bit)) this.vipFilter.update(word, bits | bit);
+    this.services.update(key, info);
+  }
+
+  /** Removes a service, then clears its VIP's filter bit unless another service still needs it. */
+  deleteService(key: ServiceKey): boolean {
+    const existed = this.services.delete(key);
+    const { word, bit } = vipFilterSlot(key.addr, key.family);
+    const stillNeeded = [...this.services.entries()].some(([k]) => {
+      const other = vipFilterSlot(k.addr, k.family);
+      return other.word === word && other.bit === bit;
+    });
+    const bits = this.vipFilter.lookup(word) ?? 0n;
+    if (!stillNeeded && bits & bit) this.vipFilter.update(word, bits & ~bit);
+    return existed;
   }
 
   /** The live Maglev table of a service, or undefined when none is installed. */
@@ -206,6 +229,13 @@ export class Dataplane {
     if (!v) return undefined;
     return RawMap.fromId(v.readUInt32LE(0), `${outer.label}[${serviceId}]`);
   }
+}
+
+/** The vip_filter bit of an address: its low 16 bits, as the program reads them (bpf/xdp_dr.bpf.c maybe_vip). */
+export function vipFilterSlot(addr: Buffer, family: number): { word: number; bit: bigint } {
+  const end = family === FAMILY.XDP_DR_AF_INET ? 4 : 16;
+  const low = addr.readUInt16BE(end - 2);
+  return { word: low >> 6, bit: 1n << BigInt(low & 63) };
 }
 
 /** XDP_DR_STAT_PASS_NO_SERVICE -> PASS_NO_SERVICE; the _MAX sentinel is not a counter. */
