@@ -123,6 +123,7 @@ export function buildMaglevTable(
   const bigM = BigInt(size);
   const bigM1 = BigInt(size - 1);
   let maxWeight = 0;
+  let minWeight = Infinity;
   for (let i = 0; i < n; i++) {
     const b = active[i];
     // Two disjoint 64-bit words of one digest act as the paper's two
@@ -135,6 +136,33 @@ export function buildMaglevTable(
     cur[i] = Number(h1 % bigM);
     skip[i] = Number(h2 % bigM1) + 1;
     if (b.weight > maxWeight) maxWeight = b.weight;
+    if (b.weight < minWeight) minWeight = b.weight;
+  }
+
+  // Walk backend i's permutation to its next free slot and take it. The walk
+  // visits every slot, so a free one is always found while the table is not
+  // full.
+  const claim = (i: number): void => {
+    let p = cur[i];
+    const s = skip[i];
+    while (table[p] !== 0) {
+      p += s;
+      if (p >= size) p -= size;
+    }
+    table[p] = ids[i];
+    p += s;
+    if (p >= size) p -= size;
+    cur[i] = p;
+  };
+
+  // Equal weights (the common case) are the paper's plain round robin; the
+  // weighted schedule below reduces to exactly this order, just slower.
+  if (minWeight === maxWeight) {
+    for (let filled = 0, i = 0; filled < size; filled++) {
+      claim(i);
+      if (++i === n) i = 0;
+    }
+    return table;
   }
 
   // Weighted turns: in round r (from 1) every backend has earned r*weight of
@@ -145,9 +173,9 @@ export function buildMaglevTable(
   // weight. Visiting claims in (round, position) order through a min-heap
   // costs O(M log n) however skewed the weights are; a plain round-by-round
   // loop would cost O(n * rounds), which explodes for e.g. 1000:1 weights.
-  // ceil((k+1)*maxWeight/weight) is tracked incrementally as quotient plus
-  // remainder (maxWeight = q*weight + rem), so no product ever grows past
-  // about 2^33 and the arithmetic stays exact in doubles.
+  // The ceiling is tracked incrementally as quotient plus remainder
+  // (maxWeight = q*weight + rem), so no value grows past about 2^33 and the
+  // arithmetic stays exact in doubles.
   const q = new Float64Array(n);
   const rem = new Float64Array(n);
   const base = new Float64Array(n); // floor((k+1)*maxWeight/weight)
@@ -162,16 +190,26 @@ export function buildMaglevTable(
     round[i] = acc[i] > 0 ? base[i] + 1 : base[i];
     heap[i] = i;
   }
-  const before = (a: number, b: number): boolean =>
-    round[a] < round[b] || (round[a] === round[b] && a < b);
+  // Ordered by (round, position); position breaks ties as in round robin.
   const siftDown = (pos: number): void => {
     const x = heap[pos];
+    const rx = round[x];
     for (;;) {
       let child = 2 * pos + 1;
       if (child >= n) break;
-      if (child + 1 < n && before(heap[child + 1], heap[child])) child++;
-      if (!before(heap[child], x)) break;
-      heap[pos] = heap[child];
+      let c = heap[child];
+      let rc = round[c];
+      if (child + 1 < n) {
+        const d = heap[child + 1];
+        const rd = round[d];
+        if (rd < rc || (rd === rc && d < c)) {
+          child++;
+          c = d;
+          rc = rd;
+        }
+      }
+      if (rx < rc || (rx === rc && x < c)) break;
+      heap[pos] = c;
       pos = child;
     }
     heap[pos] = x;
@@ -180,18 +218,7 @@ export function buildMaglevTable(
 
   for (let filled = 0; filled < size; filled++) {
     const i = heap[0];
-    // Walk this backend's permutation to its next free slot; it visits every
-    // slot, so a free one is always found while the table is not full.
-    let p = cur[i];
-    const s = skip[i];
-    while (table[p] !== 0) {
-      p += s;
-      if (p >= size) p -= size;
-    }
-    table[p] = ids[i];
-    p += s;
-    if (p >= size) p -= size;
-    cur[i] = p;
+    claim(i);
     base[i] += q[i];
     acc[i] += rem[i];
     if (acc[i] >= weights[i]) {
