@@ -123,7 +123,7 @@ export function buildMaglevTable(
   const bigM = BigInt(size);
   const bigM1 = BigInt(size - 1);
   let maxWeight = 0;
-  let minWeight = Infinity;
+  let sumWeight = 0;
   for (let i = 0; i < n; i++) {
     const b = active[i];
     // Two disjoint 64-bit words of one digest act as the paper's two
@@ -136,7 +136,7 @@ export function buildMaglevTable(
     cur[i] = Number(h1 % bigM);
     skip[i] = Number(h2 % bigM1) + 1;
     if (b.weight > maxWeight) maxWeight = b.weight;
-    if (b.weight < minWeight) minWeight = b.weight;
+    sumWeight += b.weight;
   }
 
   // Walk backend i's permutation to its next free slot and take it. The walk
@@ -155,25 +155,35 @@ export function buildMaglevTable(
     cur[i] = p;
   };
 
-  // Equal weights (the common case) are the paper's plain round robin; the
-  // weighted schedule below reduces to exactly this order, just slower.
-  if (minWeight === maxWeight) {
-    for (let filled = 0, i = 0; filled < size; filled++) {
-      claim(i);
-      if (++i === n) i = 0;
-    }
-    return table;
-  }
-
   // Weighted turns: in round r (from 1) every backend has earned r*weight of
   // credit and claims a slot each time its credit reaches another maxWeight,
-  // i.e. its k-th claim (k from 0) falls in round ceil((k+1)*maxWeight/weight),
-  // with ties in a round broken by sorted position. The heaviest backend claims
+  // so its k-th claim (k from 0) falls in round ceil((k+1)*maxWeight/weight),
+  // with ties in a round going in sorted order. The heaviest backend claims
   // every round, so the table always fills, and claims are proportional to
-  // weight. Visiting claims in (round, position) order through a min-heap
-  // costs O(M log n) however skewed the weights are; a plain round-by-round
-  // loop would cost O(n * rounds), which explodes for e.g. 1000:1 weights.
-  // The ceiling is tracked incrementally as quotient plus remainder
+  // weight. Equal weights reduce to the paper's plain round robin.
+  //
+  // Two equivalent schedulers: stepping round by round costs O(n * rounds),
+  // cheapest when weights are similar but explosive when they are skewed
+  // (1000:1 needs ~M rounds over all n backends); a min-heap keyed by
+  // (round, position) costs O(M log n) regardless.
+  const rounds = Math.ceil((size * maxWeight) / sumWeight);
+  if (n * rounds <= 4 * size) {
+    const credit = new Float64Array(n);
+    let filled = 0;
+    for (;;) {
+      for (let i = 0; i < n; i++) {
+        let c = credit[i] + weights[i];
+        while (c >= maxWeight) {
+          c -= maxWeight;
+          claim(i);
+          if (++filled === size) return table;
+        }
+        credit[i] = c;
+      }
+    }
+  }
+
+  // The heap tracks each ceiling incrementally as quotient plus remainder
   // (maxWeight = q*weight + rem), so no value grows past about 2^33 and the
   // arithmetic stays exact in doubles.
   const q = new Float64Array(n);
@@ -190,26 +200,16 @@ export function buildMaglevTable(
     round[i] = acc[i] > 0 ? base[i] + 1 : base[i];
     heap[i] = i;
   }
-  // Ordered by (round, position); position breaks ties as in round robin.
+  const before = (a: number, b: number): boolean =>
+    round[a] < round[b] || (round[a] === round[b] && a < b);
   const siftDown = (pos: number): void => {
     const x = heap[pos];
-    const rx = round[x];
     for (;;) {
       let child = 2 * pos + 1;
       if (child >= n) break;
-      let c = heap[child];
-      let rc = round[c];
-      if (child + 1 < n) {
-        const d = heap[child + 1];
-        const rd = round[d];
-        if (rd < rc || (rd === rc && d < c)) {
-          child++;
-          c = d;
-          rc = rd;
-        }
-      }
-      if (rx < rc || (rx === rc && x < c)) break;
-      heap[pos] = c;
+      if (child + 1 < n && before(heap[child + 1], heap[child])) child++;
+      if (!before(heap[child], x)) break;
+      heap[pos] = heap[child];
       pos = child;
     }
     heap[pos] = x;

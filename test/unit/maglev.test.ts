@@ -1,5 +1,6 @@
 import { test } from 'node:test';
-import assert from 'node:assert/strict';
+import * as assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import {
   DEFAULT_TABLE_SIZE,
   MaglevBackend,
@@ -251,7 +252,8 @@ test('small prime table sizes work', (t) => {
   console.log(msg);
 });
 
-test('build is fast for 1000 backends at the default size', (t) => {
+// Times are printed for the reader, never asserted: these machines are shared and noisy.
+test('1000 backends at the default size: skewed weights keep their share (build times printed)', (t) => {
   const backends = makeBackends(1000);
   buildMaglevTable(backends); // warm up the JIT
   const runs = 5;
@@ -277,6 +279,59 @@ test('build is fast for 1000 backends at the default size', (t) => {
   const msg = `M=${M} N=1000: ${ms.toFixed(2)} ms/build (equal weights, mean of ${runs}); ${msMixed.toFixed(2)} ms (weights 1..100); ${msSkewed.toFixed(2)} ms (weights 1000:1x999, heavy share ${(heavy / M).toFixed(4)})`;
   t.diagnostic(msg);
   console.log(msg);
-  // Generous bound to stay robust on slow CI machines.
-  assert.ok(ms < 100, msg);
+});
+
+// Straight transcription of the algorithm with full permutation arrays and a
+// round-by-round credit loop; the optimised builder must match it exactly.
+function referenceTable(backends: readonly MaglevBackend[], size: number): Uint32Array {
+  const active = backends
+    .filter((b) => b.weight > 0)
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const table = new Uint32Array(size);
+  if (active.length === 0) return table;
+  const perms = active.map((b) => {
+    const hex = createHash('sha256').update(b.key).digest('hex');
+    const offset = Number(BigInt('0x' + hex.slice(0, 16)) % BigInt(size));
+    const skip = Number(BigInt('0x' + hex.slice(16, 32)) % BigInt(size - 1)) + 1;
+    return Array.from({ length: size }, (_, j) => (offset + j * skip) % size);
+  });
+  const next = active.map(() => 0);
+  const credit = active.map(() => 0);
+  const maxWeight = Math.max(...active.map((b) => b.weight));
+  let filled = 0;
+  while (filled < size) {
+    for (let i = 0; i < active.length && filled < size; i++) {
+      credit[i] += active[i].weight;
+      while (credit[i] >= maxWeight && filled < size) {
+        credit[i] -= maxWeight;
+        let slot = perms[i][next[i]];
+        while (table[slot] !== 0) slot = perms[i][++next[i]];
+        table[slot] = active[i].id;
+        next[i]++;
+        filled++;
+      }
+    }
+  }
+  return table;
+}
+
+test('matches a naive reference for equal, mixed and skewed weights', (t) => {
+  const configs: Array<[string, MaglevBackend[], number]> = [
+    ['equal N=50', makeBackends(50), M],
+    ['1:2:3', makeBackends(3).map((b, i) => ({ ...b, weight: i + 1 })), M],
+    ['weights 1..50', makeBackends(50).map((b, i) => ({ ...b, weight: i + 1 })), M],
+    ['1000:1 x49', makeBackends(50).map((b, i) => ({ ...b, weight: i === 0 ? 1000 : 1 })), M],
+    ['near-u32 weights', makeBackends(4).map((b, i) => ({ ...b, weight: [2 ** 32 - 1, 2 ** 32 - 2, 2 ** 31, 3][i] })), 1009],
+    ['u32 max vs 1 x19', makeBackends(20).map((b, i) => ({ ...b, weight: i === 5 ? 2 ** 32 - 1 : 1 })), 1009],
+    ['skewed N=200 M=251', makeBackends(200).map((b, i) => ({ ...b, weight: i % 7 === 0 ? 97 : 1 + (i % 3) })), 251],
+    ['N=M=13', makeBackends(13).map((b, i) => ({ ...b, weight: 1 + i })), 13],
+  ];
+  for (const [name, backends, size] of configs) {
+    const got = buildMaglevTable(backends, size);
+    const want = referenceTable(backends, size);
+    assert.ok(Buffer.from(got.buffer).equals(Buffer.from(want.buffer)), `${name}: differs from reference`);
+  }
+  const msg = `${configs.length} configurations identical to the reference (${configs.map((c) => c[0]).join(', ')})`;
+  t.diagnostic(msg);
+  console.log(msg);
 });
