@@ -133,7 +133,7 @@ export function parseConfig(text: string, opts: ValidateOptions = {}): Config {
 
   let raw: unknown;
   try {
-    raw = doc.toJS({ maxAliasCount: 1000 });
+    raw = doc.toJS(); // its default alias limit guards against billion-laughs files
   } catch (e) {
     throw new ConfigError([{ path: '(root)', message: `YAML error: ${(e as Error).message}` }], opts.file);
   }
@@ -318,14 +318,15 @@ function crossCheck(raw: unknown, opts: ValidateOptions): RawIssue[] {
       if (mac !== undefined && first.mac !== undefined && mac !== first.mac) {
         add(
           [...at, 'mac'],
-          `${addr.address} has mac ${first.mac} at ${first.at}; one real server has one MAC in every service`,
+          `${addr.address} has mac ${first.mac} at ${first.at} but ${mac} here; the data plane keeps one MAC per real server`,
         );
       }
       if (ifaceKnown && first.ifaceKnown && iface !== first.iface) {
         const show = (n?: string): string => (n === undefined ? 'no interface (the ingress one)' : `interface ${n}`);
         add(
           [...at, 'interface'],
-          `${addr.address} has ${show(first.iface)} at ${first.at}; one real server has one egress in every service`,
+          `${addr.address} has ${show(first.iface)} at ${first.at} but ${show(iface)} here; ` +
+            'the data plane keeps one egress per real server',
         );
       }
     });

@@ -146,21 +146,26 @@ export function editDistance(a: string, b: string): number {
 }
 
 /** The closest candidate, if close enough to be a plausible typo. */
-export function suggest(word: string, candidates: readonly string[]): string | undefined {
+export function suggest(word: string, candidates: readonly string[], maxDistance?: number): string | undefined {
   // Case, '-' and '_' differences (hashSeed, hash-seed) are not typos but habits.
   const fold = (s: string): string => s.toLowerCase().replace(/[-_\s]/g, '');
   const w = fold(word);
   let best: string | undefined;
   let bestDist = Infinity;
+  let tie = false;
   for (const c of candidates) {
     const dist = editDistance(w, fold(c));
     if (dist < bestDist) {
       best = c;
       bestDist = dist;
+      tie = false;
+    } else if (dist === bestDist) {
+      tie = true;
     }
   }
-  const allowed = w.length <= 3 ? 1 : w.length <= 6 ? 2 : 3;
-  return bestDist <= allowed ? best : undefined;
+  // Two equally close candidates ('l9': l4 or l3?) make a guess misleading.
+  const allowed = maxDistance ?? (w.length <= 3 ? 1 : w.length <= 6 ? 2 : 3);
+  return bestDist <= allowed && !tie ? best : undefined;
 }
 
 // Names an ipvsadm/keepalived user reaches for first; each maps to our key or to advice.
@@ -225,12 +230,13 @@ function integer(v: unknown, min: number, max = Infinity): number {
 }
 
 function oneOf<T extends string>(v: unknown, values: readonly T[], meaning: string): T {
-  if (v === undefined) fail(`${REQUIRED}: ${meaning}`);
+  if (v === undefined) fail(`${REQUIRED} (${meaning})`);
   if (typeof v !== 'string') fail(`must be ${meaning}, got ${describeValue(v)}`);
   if ((values as readonly string[]).includes(v)) return v as T;
   const lower = v.toLowerCase();
   if ((values as readonly string[]).includes(lower)) fail(`'${v}' must be written in lower case: ${lower}`);
-  const close = suggest(v, values);
+  // Values are short, so only a one-letter slip is a typo; 'sctp' is not a misspelt 'tcp'.
+  const close = suggest(v, values, 1);
   fail(`'${v}' is not ${meaning}${close !== undefined ? ` (did you mean '${close}'?)` : ''}`);
 }
 
