@@ -1,7 +1,6 @@
 // `make demo`: the data path at work, in the kernel. It loads the XDP program, declares one service with three
 // real servers, runs 30,000 client flows through the program (BPF_PROG_TEST_RUN: the real program on real
 // frames, no NIC needed), shows where they went, then removes one real server live and shows what moved.
-import fs from 'node:fs';
 import path from 'node:path';
 import { testRun, XDP_ACTION } from './libbpf';
 import { Dataplane, PIN_BASE } from './dataplane/dataplane';
@@ -79,14 +78,7 @@ function main(): void {
     console.log(`\nLoad balancer counters: ${tx.packets} packets forwarded with XDP_TX, ${tx.bytes} bytes.`);
     console.log(`Next: 'make test' runs the packet-level tests; README.md says how to put xdp-dr in front of real servers.`);
   } finally {
-    dp.unpin();
-    dp.close();
-    fs.rmSync(pinDir, { recursive: true, force: true });
-    try {
-      fs.rmdirSync(PIN_BASE);
-    } catch {
-      /* a running load balancer keeps its pins here */
-    }
+    dp.discard();
   }
 }
 

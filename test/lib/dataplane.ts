@@ -1,6 +1,5 @@
 // Test fixture: a real XDP program loaded into the kernel with its maps pinned in a directory of its own,
 // removed again whatever the test does.
-import fs from 'node:fs';
 import path from 'node:path';
 import { Dataplane, PIN_BASE } from '../../loader/src/dataplane/dataplane';
 import { serviceKeyOf, SERVICE_FLAG, Counter } from '../../loader/src/dataplane/layout';
@@ -15,28 +14,17 @@ export function testPinDir(): string {
   return path.join(PIN_BASE, `test-${process.pid}-${seq++}`);
 }
 
-/** Removes a test's pin directory, and the base directory when no one else uses it. */
-export function removePins(pinDir: string): void {
-  fs.rmSync(pinDir, { recursive: true, force: true });
-  try {
-    fs.rmdirSync(PIN_BASE);
-  } catch {
-    /* still in use, or gone */
-  }
-}
+export { removePinDir as removePins } from '../../loader/src/dataplane/dataplane';
 
 export async function withDataplane<T>(
   fn: (dp: Dataplane) => T | Promise<T>,
   opts: { hashSeed?: number; build?: BuildOptions } = {},
 ): Promise<T> {
-  const pinDir = testPinDir();
-  const dp = Dataplane.load({ pinDir, hashSeed: opts.hashSeed ?? 0x5eed, build: opts.build });
+  const dp = Dataplane.load({ pinDir: testPinDir(), hashSeed: opts.hashSeed ?? 0x5eed, build: opts.build });
   try {
     return await fn(dp);
   } finally {
-    dp.unpin();
-    dp.close();
-    removePins(pinDir);
+    dp.discard();
   }
 }
 

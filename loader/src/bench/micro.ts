@@ -60,14 +60,7 @@ function main(): void {
     if (process.env.BENCH_JSON) fs.writeFileSync(process.env.BENCH_JSON, JSON.stringify(results, null, 2));
   } finally {
     min.close();
-    dp.unpin();
-    dp.close();
-    fs.rmSync(pinDir, { recursive: true, force: true });
-    try {
-      fs.rmdirSync(PIN_BASE);
-    } catch {
-      /* in use by a running load balancer */
-    }
+    dp.discard();
   }
 }
 

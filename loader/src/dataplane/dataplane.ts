@@ -155,6 +155,13 @@ export class Dataplane {
     return existed;
   }
 
+  /** Ends a throwaway load balancer (tests, benchmark, demo): unpins, closes, removes its pin directory. */
+  discard(): void {
+    this.unpin();
+    this.close();
+    removePinDir(this.pinDir);
+  }
+
   /** The live Maglev table of a service, or undefined when none is installed. */
   readTable(serviceId: number): Uint32Array | undefined {
     const inner = this.innerMap(this.rings, serviceId);
@@ -277,6 +284,16 @@ function readRing(ring: RawMap, size: number): Uint32Array {
 }
 
 export const LINK_PIN = 'link';
+
+/** Removes a pin directory, and the base directory when no other load balancer uses it. */
+export function removePinDir(pinDir: string): void {
+  fs.rmSync(pinDir, { recursive: true, force: true });
+  try {
+    fs.rmdirSync(PIN_BASE);
+  } catch {
+    /* still in use, or gone */
+  }
+}
 
 /**
  * Attaches the program to an interface through a bpf_link pinned at <pinDir>/link, so the program stays
