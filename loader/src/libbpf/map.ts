@@ -1,8 +1,7 @@
 // Maps by file descriptor: a raw layer that checks every buffer against the kernel's key/value sizes,
 // and typed layers over codecs. lookup() answers undefined for "no such key" and throws for anything else.
 import { fn, koffi, BatchOpts, MAP_TYPE, BPF_ANY } from './ffi';
-import { BpfError, check, defaultHint } from './errors';
-import { recentLibbpfMessages } from './print';
+import { check } from './errors';
 import { Codec, roundUp } from './codec';
 
 const ENOENT = 2;
@@ -127,15 +126,7 @@ export class RawMap {
     if (count === 0) return;
     const n = [count];
     const ret = fn.bpf_map_update_batch(this.fd, keys, values, n, { sz: koffi.sizeof(BatchOpts), elem_flags: flags, flags: 0 });
-    if (ret < 0) {
-      throw new BpfError({
-        op: 'bpf_map_update_batch',
-        errno: -ret,
-        object: `${this.what()}, ${n[0]} of ${count} entries written`,
-        hint: defaultHint('bpf_map_update_batch', -ret),
-        libbpfMessage: recentLibbpfMessages(),
-      });
-    }
+    check(ret, 'bpf_map_update_batch', `${this.what()}, ${n[0]} of ${count} entries written`);
   }
 
   /** Deletes count keys laid end to end, in one syscall; every key must exist. */
@@ -145,14 +136,7 @@ export class RawMap {
     if (count === 0) return;
     const n = [count];
     const ret = fn.bpf_map_delete_batch(this.fd, keys, n, { sz: koffi.sizeof(BatchOpts), elem_flags: 0, flags: 0 });
-    if (ret < 0)
-      throw new BpfError({
-        op: 'bpf_map_delete_batch',
-        errno: -ret,
-        object: `${this.what()}, ${n[0]} of ${count} keys deleted`,
-        hint: defaultHint('bpf_map_delete_batch', -ret),
-        libbpfMessage: recentLibbpfMessages(),
-      });
+    check(ret, 'bpf_map_delete_batch', `${this.what()}, ${n[0]} of ${count} keys deleted`);
   }
 
   /** Reads the whole map in batches; arrays and hashes alike. */
