@@ -55,11 +55,44 @@ enum xdp_dr_stat {
 	XDP_DR_STAT_MAX,
 };
 
+/* Control-plane bookkeeping, never read by the program: what the CLI shows back and rebuilds tables from,
+ * so that the pinned maps alone describe the running load balancer. One record per (service, real server). */
+enum backend_flag {
+	BACKEND_F_IN_USE = 1 << 0,
+	BACKEND_F_MAC_RESOLVED = 1 << 1, /* MAC came from the neighbour table, not from the operator */
+};
+
+struct backend_meta {
+	__u8 addr[16];    /* real server address, laid out like service_key.addr */
+	__u32 service_id;
+	__u32 weight;     /* 0: drained */
+	__u8 family;      /* enum xdp_dr_family */
+	__u8 flags;       /* BACKEND_F_* */
+	__u16 reserved;
+};
+
+enum xdp_dr_mode {
+	XDP_DR_MODE_NATIVE = 1,
+	XDP_DR_MODE_GENERIC = 2,
+	XDP_DR_MODE_OFFLOAD = 3,
+};
+
+/* Slot 0 of lb_info: which build runs here and how it was attached. */
+struct lb_info {
+	__u8 build_id[32]; /* SHA-256 of the object file */
+	__u32 hash_seed;   /* copy of the program's read-only hash_seed */
+	__u32 table_size;  /* MAGLEV_M of the build */
+	__u32 ifindex;     /* interface the program is attached to */
+	__u32 mode;        /* enum xdp_dr_mode */
+};
+
 /* Never used as data: a variable of this type puts the enums above into BTF, where the loader reads them. */
 struct xdp_dr_enums {
 	enum xdp_dr_stat stat;
 	enum xdp_dr_family family;
 	enum service_flag flag;
+	enum backend_flag backend_flag;
+	enum xdp_dr_mode mode;
 };
 
 #endif

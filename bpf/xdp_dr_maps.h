@@ -97,4 +97,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backend_stats SEC(".maps");
 
+/* Backend id -> what the control plane knows about it (address, service, weight); never read here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backend_meta SEC(".maps");
+
+/* One slot: the build and attachment of this load balancer; never read here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_info SEC(".maps");
+
 #endif

@@ -131,7 +131,7 @@ test('maps pinned by a build with other limits are refused, and left as they wer
       (e: unknown) => e instanceof BpfError && /detach the running load balancer first/.test(e.message) && !!e.libbpfMessage,
     );
     assert.deepEqual(dp.services.lookup(key), { id: 1, flags: 0 });
-    assert.equal(Dataplane.open(dp.pinDir, dp.limits.tableSize).services.lookup(key)?.id, 1);
+    assert.equal(Dataplane.open(dp.pinDir).services.lookup(key)?.id, 1);
   });
 });
 

@@ -8,6 +8,7 @@ import { fn, check, testRun, XDP_ACTION } from '../../loader/src/libbpf';
 import { buildMaglevTable, diffTables } from '../../loader/src/maglev';
 import { buildFrame, macToString } from '../../loader/src/packet';
 import { withDataplane, installService, snapshot, delta, TestBackend } from '../lib/dataplane';
+import { PROG_PIN } from '../../loader/src/dataplane/dataplane';
 
 const backends: TestBackend[] = Array.from({ length: 10 }, (_, i) => ({
   id: i + 1, ip: `192.0.2.${i + 1}`, mac: `02:00:00:00:01:${(i + 1).toString(16).padStart(2, '0')}`,
@@ -70,8 +71,7 @@ test('backends added and removed while packets stream: every packet finds a back
   await withDataplane(async (dp) => {
     const vip = '10.0.0.3';
     installService(dp, { id: 3, vip, port: 80, proto: 'tcp', backends });
-    const progPin = path.join(dp.pinDir, 'prog');
-    check(fn.bpf_obj_pin(dp.progFd!, progPin), 'bpf_obj_pin', progPin);
+    const progPin = path.join(dp.pinDir, PROG_PIN);
     const before = snapshot(dp);
     const worker = path.join(__dirname, '../lib/traffic-worker.js');
     const child = fork(worker, [progPin, vip, '80', '2000'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });

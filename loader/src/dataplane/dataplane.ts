@@ -6,7 +6,11 @@ import {
   BpfObject, RawMap, TypedMap, PerCpuMap, u32, u64, fn, check, MAP_TYPE, koffi, attachXdp, detachLink, XdpMode,
 } from '../libbpf';
 import { MapCreateOpts } from '../libbpf/ffi';
-import { FAMILY, serviceKey, serviceInfo, backendInfo, counter, ServiceKey, ServiceInfo, BackendInfo, Counter } from './layout';
+import {
+  FAMILY, serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo,
+  ServiceKey, ServiceInfo, BackendInfo, Counter, BackendMeta, LbInfo,
+} from './layout';
+import { createHash } from 'node:crypto';
 import { ensureObject, BuildOptions } from './build';
 import { diffTables, isPrime } from '../maglev';
 
@@ -14,7 +18,12 @@ export const BPFFS = '/sys/fs/bpf';
 export const PIN_BASE = path.join(BPFFS, 'xdp-dr');
 export const PROGRAM = 'xdp_dr';
 
-const MAP_NAMES = ['services', 'vip_filter', 'rings', 'rings_standby', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats'] as const;
+const MAP_NAMES = [
+  'services', 'vip_filter', 'rings', 'rings_standby', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats',
+  'backend_meta', 'lb_info',
+] as const;
+/** The program is pinned beside its maps so that any process can test-run exactly what the interface runs. */
+export const PROG_PIN = 'prog';
 type MapName = (typeof MAP_NAMES)[number];
 
 export interface Limits {
@@ -58,6 +67,8 @@ export class Dataplane {
   readonly ringsStandby: RawMap;
   readonly txPorts: TypedMap<number, number>;
   readonly vipFilter: TypedMap<number, bigint>;
+  readonly backendMeta: TypedMap<number, BackendMeta>;
+  readonly lbInfo: TypedMap<number, LbInfo>;
   readonly limits: Limits;
   /** Global counter slots by name (TX, PASS_NO_SERVICE, ...), from enum xdp_dr_stat in the object's BTF. */
   statIds = new Map<string, number>();
@@ -77,13 +88,16 @@ export class Dataplane {
     this.ringsStandby = maps.rings_standby;
     this.txPorts = new TypedMap(maps.tx_ports, u32, u32);
     this.vipFilter = new TypedMap(maps.vip_filter, u32, u64);
+    this.backendMeta = new TypedMap(maps.backend_meta, u32, backendMeta);
+    this.lbInfo = new TypedMap(maps.lb_info, u32, lbInfo);
     this.limits = {
       maxServices: maps.services.info.maxEntries,
       maxBackends: maps.backends.info.maxEntries,
       tableSize: 0,
       maxTxPorts: maps.tx_ports.info.maxEntries,
     };
-    if (maps.rings.info.maxEntries !== this.limits.maxServices || maps.service_stats.info.maxEntries !== this.limits.maxServices)
+    if (maps.rings.info.maxEntries !== this.limits.maxServices || maps.service_stats.info.maxEntries !== this.limits.maxServices ||
+      maps.backend_meta.info.maxEntries !== this.limits.maxBackends)
       throw new Error(`maps under ${pinDir} disagree on the number of services: they come from different builds`);
   }
 
@@ -103,6 +117,14 @@ export class Dataplane {
       dp.statIds = statEnum(obj.btf.enumValues('xdp_dr_stat'));
       if (dp.statIds.size !== maps.stats.info.maxEntries)
         throw new Error(`enum xdp_dr_stat has ${dp.statIds.size} counters but the stats map ${maps.stats.info.maxEntries} slots`);
+      const prior = dp.lbInfo.lookup(0);
+      dp.lbInfo.update(0, {
+        build_id: buildId(objPath), hash_seed: opts.hashSeed ?? 0, table_size: tableSize,
+        ifindex: prior?.ifindex ?? 0, mode: prior?.mode ?? 0,
+      });
+      const progPin = path.join(opts.pinDir, PROG_PIN);
+      fs.rmSync(progPin, { force: true });
+      check(fn.bpf_obj_pin(dp.progFd!, progPin), 'bpf_obj_pin', `program at ${progPin}`);
       return dp;
     } catch (e) {
       obj.close();
@@ -110,28 +132,36 @@ export class Dataplane {
     }
   }
 
-  /** Opens the state another process loaded and pinned. */
-  static open(pinDir: string, tableSize: number): Dataplane {
+  /** Opens the state another process loaded and pinned, with its program when that is pinned too. */
+  static open(pinDir: string): Dataplane {
     const maps: Partial<Record<MapName, RawMap>> = {};
+    let progFd: number | undefined;
     try {
       for (const n of MAP_NAMES) maps[n] = RawMap.fromPin(path.join(pinDir, n), n);
-      const dp = new Dataplane(pinDir, maps as Record<MapName, RawMap>);
-      dp.limits.tableSize = tableSize;
+      const progPin = path.join(pinDir, PROG_PIN);
+      if (fs.existsSync(progPin)) progFd = check(fn.bpf_obj_get(progPin), 'bpf_obj_get', `program at ${progPin}`);
+      const dp = new Dataplane(pinDir, maps as Record<MapName, RawMap>, undefined, progFd);
+      const info = dp.lbInfo.lookup(0);
+      if (!info || !isPrime(info.table_size))
+        throw new Error(`${pinDir}/lb_info does not name a Maglev table size: the pins are incomplete (detach and attach again)`);
+      dp.limits.tableSize = info.table_size;
       return dp;
     } catch (e) {
       for (const m of Object.values(maps)) m?.close();
+      if (progFd !== undefined) fn.close(progFd);
       throw e;
     }
   }
 
   close(): void {
     for (const m of Object.values(this.maps)) m.close();
-    this.obj?.close();
+    if (this.obj) this.obj.close();
+    else if (this.progFd !== undefined) fn.close(this.progFd);
   }
 
-  /** Removes the map pins (the maps live on while a program or process still holds them). */
+  /** Removes the map and program pins (they live on while a link or process still holds them). */
   unpin(): void {
-    for (const n of MAP_NAMES) fs.rmSync(path.join(this.pinDir, n), { force: true });
+    for (const n of [...MAP_NAMES, PROG_PIN]) fs.rmSync(path.join(this.pinDir, n), { force: true });
   }
 
   /** Adds or changes a service; its VIP's filter bit is set first, so no packet for it is turned away. */
@@ -236,6 +266,11 @@ export class Dataplane {
     if (!v) return undefined;
     return RawMap.fromId(v.readUInt32LE(0), `${outer.label}[${serviceId}]`);
   }
+}
+
+/** Identifies a build: two attaches of the same object are the same load balancer. */
+export function buildId(objPath: string): Buffer {
+  return createHash('sha256').update(fs.readFileSync(objPath)).digest();
 }
 
 /** The vip_filter bit of an address: its low 16 bits, as the program reads them (bpf/xdp_dr.bpf.c maybe_vip). */

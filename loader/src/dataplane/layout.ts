@@ -1,6 +1,6 @@
 // TypeScript views of the structs in bpf/xdp_dr_kern_user.h. test/bpf/layout.test.ts holds each of them
 // against the BTF of the compiled object, so a change on one side alone fails the tests.
-import { struct, bytes, be16, u8, u32, u64 } from '../libbpf/codec';
+import { struct, bytes, be16, u8, u16, u32, u64 } from '../libbpf/codec';
 
 export const serviceKey = struct('service_key', [
   ['addr', bytes(16)],
@@ -25,16 +25,37 @@ export const counter = struct('counter', [
   ['bytes', u64],
 ] as const);
 
-export const STRUCTS = [serviceKey, serviceInfo, backendInfo, counter];
+export const backendMeta = struct('backend_meta', [
+  ['addr', bytes(16)],
+  ['service_id', u32],
+  ['weight', u32],
+  ['family', u8],
+  ['flags', u8],
+  ['reserved', u16],
+] as const);
+
+export const lbInfo = struct('lb_info', [
+  ['build_id', bytes(32)],
+  ['hash_seed', u32],
+  ['table_size', u32],
+  ['ifindex', u32],
+  ['mode', u32],
+] as const);
+
+export const STRUCTS = [serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo];
 
 export type ServiceKey = ReturnType<typeof serviceKey.decode>;
 export type ServiceInfo = ReturnType<typeof serviceInfo.decode>;
 export type BackendInfo = ReturnType<typeof backendInfo.decode>;
 export type Counter = ReturnType<typeof counter.decode>;
+export type BackendMeta = ReturnType<typeof backendMeta.decode>;
+export type LbInfo = ReturnType<typeof lbInfo.decode>;
 
 /** Values of enum xdp_dr_family and enum service_flag, checked against BTF like the structs. */
 export const FAMILY = { XDP_DR_AF_INET: 4, XDP_DR_AF_INET6: 6 } as const;
 export const SERVICE_FLAG = { SERVICE_F_HASH_L3: 1 } as const;
+export const BACKEND_FLAG = { BACKEND_F_IN_USE: 1, BACKEND_F_MAC_RESOLVED: 2 } as const;
+export const XDP_DR_MODE = { XDP_DR_MODE_NATIVE: 1, XDP_DR_MODE_GENERIC: 2, XDP_DR_MODE_OFFLOAD: 3 } as const;
 export const IPPROTO = { tcp: 6, udp: 17 } as const;
 
 /** The service key of VIP:port/proto; IPv4 addresses fill the first 4 bytes, the rest stays zero. */
