@@ -156,15 +156,15 @@ const BAD: BadCase[] = [
     message: /has interface eth1 at services\[0\]\.backends\[0\] but no interface/,
   },
   {
-    // 8 distinct addresses but only ids 1..7 exist.
+    // 8 (service, real server) pairs, one real server in both services, but only ids 1..7 exist.
     name: 'too many backends in total',
     yaml: withServices(
       svc(TCP80, [11, 12, 13, 14].map((n) => `      - address: 10.0.0.${n}\n`).join('')) +
         '  - vip: 10.0.0.101\n' + TCP80 + '    backends:\n' +
-        [11, 15, 16, 17, 18].map((n) => `      - address: 10.0.0.${n}\n`).join(''),
+        [11, 15, 16, 17].map((n) => `      - address: 10.0.0.${n}\n`).join(''),
     ),
     path: 'services',
-    message: /8 distinct backend addresses.*at most 7/,
+    message: /8 backends over all services.*at most 7/,
   },
 
   // --- health checks
@@ -307,11 +307,11 @@ test('a service without backends is accepted silently', () => {
   }
 });
 
-test('a backend shared by services counts once against the limit', () => {
-  // 7 distinct addresses = exactly the 7 usable ids of maxBackends 8.
+test('each (service, real server) pair takes one backend id: 7 pairs fit maxBackends 8', () => {
+  // One real server in two services has a weight and counters in each, so it takes an id in each.
   const addrs = (ns: number[]): string => ns.map((n) => `      - address: 10.0.0.${n}\n`).join('');
   const yaml = withServices(
-    svc(TCP80, addrs([11, 12, 13, 14])) + '  - vip: 10.0.0.101\n' + TCP80 + '    backends:\n' + addrs([11, 12, 15, 16, 17]),
+    svc(TCP80, addrs([11, 12, 13, 14])) + '  - vip: 10.0.0.101\n' + TCP80 + '    backends:\n' + addrs([11, 15, 16]),
   );
   assert.equal(parseConfig(yaml, OPTS).services.length, 2);
 });

@@ -143,7 +143,18 @@ export function parseConfig(text: string, opts: ValidateOptions = {}): Config {
       opts.file,
     );
   }
+  return validate(raw, opts, (issues) => finish(issues, doc.contents, lineCounter));
+}
 
+/**
+ * Checks a config given as data (the CLI builds one from the running state plus a change) with exactly the
+ * rules a file gets.
+ */
+export function validateConfig(raw: unknown, opts: ValidateOptions = {}): Config {
+  return validate(raw, opts, (issues) => finish(issues, undefined, new LineCounter()));
+}
+
+function validate(raw: unknown, opts: ValidateOptions, place: (issues: RawIssue[]) => ConfigIssue[]): Config {
   const issues: RawIssue[] = [];
   const result = configFileSchema.safeParse(raw);
   if (!result.success) {
@@ -152,7 +163,7 @@ export function parseConfig(text: string, opts: ValidateOptions = {}): Config {
   issues.push(...crossCheck(raw, opts));
 
   if (issues.length > 0 || !result.success) {
-    throw new ConfigError(finish(issues, doc.contents, lineCounter), opts.file);
+    throw new ConfigError(place(issues), opts.file);
   }
   return normalise(result.data);
 }
@@ -253,8 +264,8 @@ function crossCheck(raw: unknown, opts: ValidateOptions): RawIssue[] {
   }
 
   const serviceAt = new Map<string, number>();
-  // The data plane keeps one record (id, MAC, egress) per real server address,
-  // shared by every service that uses it.
+  // A real server is one host: whatever services list it, it has one MAC and sits behind one interface.
+  let pairs = 0;
   const realServers = new Map<string, { at: string; mac?: string; iface?: string; ifaceKnown: boolean }>();
   const hostHas = new Map<string, boolean>();
 
@@ -306,6 +317,7 @@ function crossCheck(raw: unknown, opts: ValidateOptions): RawIssue[] {
         return;
       }
       inService.set(addr.address, j);
+      pairs++;
 
       const mac = peek(fields.mac, be.mac);
       const ifaceKnown = be.interface === undefined || iface !== undefined;
@@ -318,7 +330,7 @@ function crossCheck(raw: unknown, opts: ValidateOptions): RawIssue[] {
       if (mac !== undefined && first.mac !== undefined && mac !== first.mac) {
         add(
           [...at, 'mac'],
-          `${addr.address} has mac ${first.mac} at ${first.at} but ${mac} here; the data plane keeps one MAC per real server`,
+          `${addr.address} has mac ${first.mac} at ${first.at} but ${mac} here; a real server has one MAC`,
         );
       }
       if (ifaceKnown && first.ifaceKnown && iface !== first.iface) {
@@ -326,7 +338,7 @@ function crossCheck(raw: unknown, opts: ValidateOptions): RawIssue[] {
         add(
           [...at, 'interface'],
           `${addr.address} has ${show(first.iface)} at ${first.at} but ${show(iface)} here; ` +
-            'the data plane keeps one egress per real server',
+            'a real server is reached through one interface',
         );
       }
     });
@@ -335,12 +347,13 @@ function crossCheck(raw: unknown, opts: ValidateOptions): RawIssue[] {
     if (hc) checkHealth(hc, ['services', i, 'health_check'], port, add);
   });
 
-  // Id 0 marks an empty Maglev slot, so MAX_BACKENDS - 1 ids are usable.
-  if (limits && realServers.size > limits.maxBackends - 1) {
+  // One data-plane backend per (service, real server), so each has its own weight and counters; id 0 marks
+  // an empty Maglev slot, so MAX_BACKENDS - 1 ids are usable.
+  if (limits && pairs > limits.maxBackends - 1) {
     add(
       ['services'],
-      `${realServers.size} distinct backend addresses, but the data plane holds at most ${limits.maxBackends - 1} ` +
-        `(MAX_BACKENDS ${limits.maxBackends}, id 0 is reserved); a backend shared by services counts once`,
+      `${pairs} backends over all services, but the data plane holds at most ${limits.maxBackends - 1} ` +
+        `(MAX_BACKENDS ${limits.maxBackends}, id 0 is reserved); remove some or rebuild with a larger -DMAX_BACKENDS`,
     );
   }
   return out;

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  BpfObject, RawMap, TypedMap, PerCpuMap, u32, u64, fn, check, MAP_TYPE, koffi, attachXdp, detachLink, XdpMode,
+  BpfObject, Btf, RawMap, TypedMap, PerCpuMap, u32, u64, fn, check, MAP_TYPE, koffi, attachXdp, detachLink, XdpMode,
 } from '../libbpf';
 import { MapCreateOpts } from '../libbpf/ffi';
 import {
@@ -145,6 +145,15 @@ export class Dataplane {
       if (!info || !isPrime(info.table_size))
         throw new Error(`${pinDir}/lb_info does not name a Maglev table size: the pins are incomplete (detach and attach again)`);
       dp.limits.tableSize = info.table_size;
+      // Counter names as the running program defines them, from the BTF the kernel keeps with its maps.
+      if (maps.stats!.info.btfId) {
+        const btf = Btf.fromKernel(maps.stats!.info.btfId);
+        try {
+          dp.statIds = statEnum(btf.enumValues('xdp_dr_stat'));
+        } finally {
+          btf.close();
+        }
+      }
       return dp;
     } catch (e) {
       for (const m of Object.values(maps)) m?.close();
@@ -153,7 +162,12 @@ export class Dataplane {
     }
   }
 
+  private closed = false;
+
+  /** Idempotent: error paths may close before the owner's finally does. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     for (const m of Object.values(this.maps)) m.close();
     if (this.obj) this.obj.close();
     else if (this.progFd !== undefined) fn.close(this.progFd);
@@ -245,6 +259,10 @@ export class Dataplane {
     }
   }
 
+  hasTable(serviceId: number): boolean {
+    return this.rings.lookup(u32Key(serviceId)) !== undefined;
+  }
+
   /** Drops both tables of a service; its packets then pass to the kernel (counted as no table). */
   removeTables(serviceId: number): void {
     this.rings.delete(u32Key(serviceId));
@@ -265,6 +283,21 @@ export class Dataplane {
     const v = outer.lookup(u32Key(serviceId));
     if (!v) return undefined;
     return RawMap.fromId(v.readUInt32LE(0), `${outer.label}[${serviceId}]`);
+  }
+}
+
+/** The capacities of a build, read from its object file without loading it (to check a config first). */
+export function objectLimits(objPath: string): Limits {
+  const obj = BpfObject.open(objPath);
+  try {
+    return {
+      maxServices: obj.mapDef('services').maxEntries,
+      maxBackends: obj.mapDef('backends').maxEntries,
+      tableSize: obj.innerMapDef('rings').maxEntries,
+      maxTxPorts: obj.mapDef('tx_ports').maxEntries,
+    };
+  } finally {
+    obj.close();
   }
 }
 
@@ -320,11 +353,11 @@ function readRing(ring: RawMap, size: number): Uint32Array {
 
 export const LINK_PIN = 'link';
 
-/** Removes a pin directory, and the base directory when no other load balancer uses it. */
+/** Removes a pin directory, and its parent (the base directory) when no other load balancer uses it. */
 export function removePinDir(pinDir: string): void {
   fs.rmSync(pinDir, { recursive: true, force: true });
   try {
-    fs.rmdirSync(PIN_BASE);
+    if (path.dirname(pinDir) !== BPFFS) fs.rmdirSync(path.dirname(pinDir));
   } catch {
     /* still in use, or gone */
   }

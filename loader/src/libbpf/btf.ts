@@ -34,6 +34,14 @@ export class Btf {
     return new Btf(h, true);
   }
 
+  /** BTF the kernel holds (a loaded program's or map's), by id. */
+  static fromKernel(id: number): Btf {
+    const h = fn.btf__load_from_kernel_by_id(id);
+    if (!h)
+      throw new BpfError({ op: 'btf__load_from_kernel_by_id', errno: koffi.errno(), object: `BTF id ${id}`, libbpfMessage: recentLibbpfMessages() });
+    return new Btf(h, true);
+  }
+
   close(): void {
     if (this.handle && this.owned) fn.btf__free(this.handle);
     this.handle = null;

@@ -6,8 +6,12 @@ const ERRNO_NAME = new Map<number, string>(
   Object.entries(os.constants.errno).map(([name, num]) => [num as number, name]),
 );
 
+// Kernel-internal codes that reach user space from BPF syscalls but are not in libc's table.
+const KERNEL_ERRNO: Record<number, string> = { 524: 'ENOTSUPP (operation not supported for this map or program type)' };
+
 export function errnoName(errno: number): string {
-  return ERRNO_NAME.get(Math.abs(errno)) ?? `errno ${Math.abs(errno)}`;
+  const n = Math.abs(errno);
+  return ERRNO_NAME.get(n) ?? KERNEL_ERRNO[n] ?? `errno ${n}`;
 }
 
 export interface BpfErrorInfo {

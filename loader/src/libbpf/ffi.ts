@@ -157,6 +157,7 @@ export const fn = {
   bpf_prog_test_run_opts: lib.func('int bpf_prog_test_run_opts(int prog_fd, _Inout_ bpf_test_run_opts *opts)'),
 
   btf__parse: lib.func('btf *btf__parse(const char *path, void *ext)'),
+  btf__load_from_kernel_by_id: lib.func('btf *btf__load_from_kernel_by_id(uint32_t id)'),
   btf__free: lib.func('void btf__free(btf *btf)'),
   btf__type_cnt: lib.func('uint32_t btf__type_cnt(const btf *btf)'),
   btf__type_by_id: lib.func('const void *btf__type_by_id(const btf *btf, uint32_t id)'),

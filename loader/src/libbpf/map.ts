@@ -16,6 +16,8 @@ export interface MapInfo {
   maxEntries: number;
   flags: number;
   name: string;
+  /** BTF object the map was created with (0: none), e.g. to read the program's enums back from the kernel. */
+  btfId: number;
 }
 
 export function mapInfoByFd(fd: number, what: string): MapInfo {
@@ -30,6 +32,7 @@ export function mapInfoByFd(fd: number, what: string): MapInfo {
     maxEntries: buf.readUInt32LE(16),
     flags: buf.readUInt32LE(20),
     name: buf.subarray(24, 40).toString('latin1').replace(/\0.*$/s, ''),
+    btfId: buf.readUInt32LE(64),
   };
 }
 
@@ -205,6 +208,15 @@ export class TypedMap<K, V> {
       const vb = this.raw.lookup(kb);
       if (vb) yield [this.key.decode(kb, 0), this.value.decode(vb, 0)];
     }
+  }
+
+  /** Every entry, read in batches (a few syscalls instead of two per key). */
+  all(): [K, V][] {
+    const { keys, values, count } = this.raw.lookupAll();
+    const out: [K, V][] = [];
+    for (let i = 0; i < count; i++)
+      out.push([this.key.decode(keys, i * this.key.size), this.value.decode(values, i * this.raw.valueBytes)]);
+    return out;
   }
 
   updateBatch(entries: readonly (readonly [K, V])[], flags = BPF_ANY): void {
