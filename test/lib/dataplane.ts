@@ -1,6 +1,7 @@
 // Test fixture: a real XDP program loaded into the kernel with its maps pinned in a directory of its own,
 // removed again whatever the test does.
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import { Dataplane, PIN_BASE } from '../../loader/src/dataplane/dataplane';
 import { serviceKeyOf, SERVICE_FLAG, Counter } from '../../loader/src/dataplane/layout';
 import { buildMaglevTable } from '../../loader/src/maglev';
@@ -75,4 +76,40 @@ export function delta(a: Map<number, Counter>, b: Map<number, Counter>): Map<num
     if (p || by) out.set(k, { packets: p, bytes: by });
   }
   return out;
+}
+
+/**
+ * Everything a load balancer holds, as comparable text: every map's entries (arrays: the nonzero ones), the
+ * contents of each live Maglev table, and (withTableIds) which inner maps are live and standby. Two equal
+ * digests mean no packet could tell the states apart.
+ */
+export function stateDigest(dp: Dataplane, opts: { withTableIds?: boolean } = {}): Record<string, string[]> {
+  const hex = (b: Buffer) => b.toString('hex');
+  const entries = (m: { raw: { lookupAll(): { keys: Buffer; values: Buffer; count: number }; info: { keySize: number }; valueBytes: number } }) => {
+    const { keys, values, count } = m.raw.lookupAll();
+    const out: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const v = values.subarray(i * m.raw.valueBytes, (i + 1) * m.raw.valueBytes);
+      if (v.some((x) => x !== 0)) out.push(`${hex(keys.subarray(i * m.raw.info.keySize, (i + 1) * m.raw.info.keySize))}=${hex(v)}`);
+    }
+    return out.sort();
+  };
+  const ids = dp.services.all().map(([, v]) => v.id).sort((a, b) => a - b);
+  const digest: Record<string, string[]> = {
+    services: entries(dp.services),
+    vip_filter: entries(dp.vipFilter),
+    backends: entries(dp.backends),
+    backend_meta: entries(dp.backendMeta),
+    lb_info: entries(dp.lbInfo),
+    tx_ports: [...dp.txPorts.entries()].map(([k, v]) => `${k}=${v}`).sort(),
+    tables: ids.map((id) => {
+      const t = dp.readTable(id);
+      return `${id}=${t ? createHash('sha256').update(t).digest('hex') : 'none'}`;
+    }),
+  };
+  if (opts.withTableIds) {
+    const key = (id: number) => Buffer.from(new Uint32Array([id]).buffer);
+    digest.table_ids = ids.map((id) => `${id}=${dp.rings.lookup(key(id))?.readUInt32LE(0)}/${dp.ringsStandby.lookup(key(id))?.readUInt32LE(0)}`);
+  }
+  return digest;
 }

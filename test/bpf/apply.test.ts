@@ -1,0 +1,186 @@
+// Planning and applying changes against a real loaded program (maps in the kernel, packets through
+// BPF_PROG_TEST_RUN). The load balancer is bound to `lo` without attaching anything: apply only needs the
+// interface's index and MAC, and every backend here has its MAC given, so no neighbour lookup happens.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fork } from 'node:child_process';
+import { testRun, XDP_ACTION } from '../../loader/src/libbpf';
+import { Dataplane, PROG_PIN } from '../../loader/src/dataplane/dataplane';
+import { validateConfig, type Service } from '../../loader/src/config';
+import { prepare, apply } from '../../loader/src/lb/change';
+import { Journal, ApplyError } from '../../loader/src/lb/apply';
+import { planIsEmpty } from '../../loader/src/lb/plan';
+import { readState } from '../../loader/src/lb/state';
+import { buildMaglevTable } from '../../loader/src/maglev';
+import { buildFrame, macToString } from '../../loader/src/packet';
+import { withDataplane, stateDigest, snapshot, delta } from '../lib/dataplane';
+import type { RawService } from '../../loader/src/lb/desired';
+
+const mac = (n: number) => `02:00:00:00:00:${n.toString(16).padStart(2, '0')}`;
+const be = (n: number, weight = 1) => ({ address: `10.1.0.${n}`, mac: mac(n), weight });
+const web = (backends: RawService['backends'], hash = 'l4'): RawService => ({ vip: '10.0.0.80', port: 80, protocol: 'tcp', hash, backends });
+
+function services(list: RawService[]): Service[] {
+  return validateConfig({ hash_seed: 7, interfaces: [{ name: 'lo', mode: 'native' }], services: list }).services;
+}
+
+async function withLb<T>(fn: (dp: Dataplane, change: (s: RawService[], failAt?: number) => Promise<ReturnType<typeof apply>>) => Promise<T>): Promise<T> {
+  return withDataplane(async (dp) => {
+    dp.lbInfo.update(0, { ...dp.lbInfo.lookup(0)!, ifindex: 1, mode: 1 });
+    const change = async (s: RawService[], failAt?: number) => apply(await prepare({ iface: 'lo', dp }, services(s)), new Journal(failAt));
+    return fn(dp, change);
+  }, { hashSeed: 7 });
+}
+
+function forward(dp: Dataplane, src: string, sport: number, dst = '10.0.0.80', dport = 80): { action: number; mac: string } {
+  const r = testRun(dp.progFd!, { data: buildFrame({ src, dst, sport, dport, proto: 'tcp' }) });
+  return { action: r.retval, mac: macToString(r.data, 0) };
+}
+
+test('an applied config reads back from the maps alone, and applying it again plans nothing', async () => {
+  await withLb(async (dp, change) => {
+    const want: RawService[] = [
+      web([be(1), be(2, 3), be(3, 0)]),
+      { vip: '2001:db8::53', port: 0, protocol: 'udp', hash: 'l3', backends: [{ address: '2001:db8::11', mac: mac(0x11), weight: 1 }] },
+      { vip: '10.0.0.81', port: 443, protocol: 'tcp', hash: 'l4', backends: [] },
+    ];
+    await change(want);
+    const st = readState(Dataplane.open(dp.pinDir));
+    assert.deepEqual(
+      st.services.map((s) => ({ vip: s.vip, port: s.port, protocol: s.protocol, hash: s.hash, table: s.hasTable, backends: s.backends.map((b) => [b.address, b.mac, b.weight, b.macResolved]) })),
+      [
+        { vip: '10.0.0.80', port: 80, protocol: 'tcp', hash: 'l4', table: true, backends: [['10.1.0.1', mac(1), 1, false], ['10.1.0.2', mac(2), 3, false], ['10.1.0.3', mac(3), 0, false]] },
+        { vip: '10.0.0.81', port: 443, protocol: 'tcp', hash: 'l4', table: true, backends: [] },
+        { vip: '2001:db8::53', port: 0, protocol: 'udp', hash: 'l3', table: true, backends: [['2001:db8::11', mac(0x11), 1, false]] },
+      ],
+    );
+    assert.equal(st.hashSeed, 7);
+    const again = await prepare({ iface: 'lo', dp }, services(want));
+    assert.ok(planIsEmpty(again.plan), `second apply planned: ${JSON.stringify(again.plan.changes)}`);
+
+    // The program forwards by the table the control plane computed from (address, id, weight).
+    const ids = new Map(st.services[0].backends.map((b) => [b.address, b.id]));
+    const table = buildMaglevTable([...ids].map(([key, id]) => ({ id, key, weight: want[0].backends.find((b) => b.address === key)!.weight })), dp.limits.tableSize);
+    assert.deepEqual(dp.readTable(st.services[0].id), table);
+    const seen = new Map<string, number>();
+    for (let p = 0; p < 400; p++) {
+      const r = forward(dp, `198.51.100.${p % 200}`, 30000 + p);
+      assert.equal(r.action, XDP_ACTION.TX);
+      seen.set(r.mac, (seen.get(r.mac) ?? 0) + 1);
+    }
+    assert.deepEqual([...seen.keys()].sort(), [mac(1), mac(2)], 'weight 0 (drained) gets no flow');
+    assert.ok(seen.get(mac(2))! > 2 * seen.get(mac(1))!, `weight 3 vs 1: ${JSON.stringify([...seen])}`);
+  });
+});
+
+test('ids stay with what keeps existing; removing 1 of 10 backends moves about a tenth of the slots', async () => {
+  await withLb(async (dp, change) => {
+    const ten = Array.from({ length: 10 }, (_, i) => be(i + 1));
+    await change([web(ten)]);
+    const before = readState(dp).services[0];
+    const prepared = await prepare({ iface: 'lo', dp }, services([web(ten.slice(1))]));
+    const [d] = prepared.plan.disruption;
+    assert.ok(d.slots / d.of > 0.08 && d.slots / d.of < 0.13, `moved ${d.slots}/${d.of}`);
+    const stats = apply(prepared, new Journal());
+    assert.equal(stats.slotsWritten, d.slots, 'only the changed slots are written');
+    const after = readState(dp).services[0];
+    assert.equal(after.id, before.id);
+    assert.deepEqual(after.backends.map((b) => b.id), before.backends.slice(1).map((b) => b.id));
+    // A backend added in the same change as a removal does not take the freed id: a packet that still holds
+    // the old table must not reach the newcomer under the old one's id.
+    await change([web([...ten.slice(2), be(11)])]);
+    const added = readState(dp).services[0].backends.find((b) => b.address === '10.1.0.11')!;
+    assert.notEqual(added.id, before.backends[1].id);
+  });
+});
+
+test('an id handed out again starts with zero counters', async () => {
+  await withLb(async (dp, change) => {
+    await change([web([be(1)])]);
+    const id = readState(dp).services[0].backends[0].id;
+    assert.equal(forward(dp, '198.51.100.1', 1000).action, XDP_ACTION.TX);
+    assert.equal(Dataplane.sum(dp.backendStats.lookup(id)).packets, 1n);
+    await change([web([])]);
+    await change([web([be(2)])]);
+    const reused = readState(dp).services[0].backends[0];
+    assert.equal(reused.id, id, 'a later change may reuse the id');
+    assert.deepEqual(Dataplane.sum(dp.backendStats.lookup(reused.id)), { packets: 0n, bytes: 0n });
+  });
+});
+
+test('a write that fails at any point rolls every earlier write back: the maps are as before', async () => {
+  await withLb(async (dp, change) => {
+    const start: RawService[] = [
+      web([be(1), be(2), be(3)]),
+      { vip: '10.0.0.90', port: 53, protocol: 'udp', hash: 'l4', backends: [be(4)] },
+    ];
+    await change(start);
+    const target: RawService[] = [
+      web([be(1, 2), be(3), be(5)], 'l3'), // weight, hash, one out, one in
+      { vip: '10.0.0.91', port: 8080, protocol: 'tcp', hash: 'l4', backends: [be(6)] }, // new; 10.0.0.90 goes
+    ];
+    const before = stateDigest(dp);
+    const probe = (): string[] => Array.from({ length: 50 }, (_, p) => forward(dp, `203.0.113.${p}`, 2000 + p).mac);
+    const flows = probe();
+    // Fail before each write of the change in turn.
+    const writes = await applyCount(dp, target);
+    assert.ok(writes >= 8, `a change of this size takes several writes (${writes})`);
+    for (let k = 0; k < writes; k++) {
+      await assert.rejects(change(target, k), (e: unknown) => e instanceof ApplyError && /injected fault/.test(e.message) && /undone/.test(e.message));
+      assert.deepEqual(stateDigest(dp), before, `after a failure before write ${k}`);
+      assert.deepEqual(probe(), flows, `flows after a failure before write ${k}`);
+    }
+    await change(target);
+    assert.notDeepEqual(stateDigest(dp), before);
+    assert.deepEqual(readState(dp).services.map((s) => `${s.vip}:${s.port}/${s.protocol} ${s.hash} ${s.backends.map((b) => `${b.address}*${b.weight}`)}`), [
+      '10.0.0.80:80/tcp l3 10.1.0.1*2,10.1.0.3*1,10.1.0.5*1',
+      '10.0.0.91:8080/tcp l4 10.1.0.6*1',
+    ]);
+  });
+
+  /** Applies the change in full to count its writes, then undoes it through the journal. */
+  async function applyCount(dp: Dataplane, s: RawService[]): Promise<number> {
+    const before = stateDigest(dp);
+    const j = new Journal();
+    apply(await prepare({ iface: 'lo', dp }, services(s)), j);
+    j.rollback(new Error('counting only'), 'count');
+    assert.deepEqual(stateDigest(dp), before, 'a full rollback restores the state too');
+    return j.count;
+  }
+});
+
+test('backends added and removed through apply while packets stream: no packet lacks a backend, none reaches a removed one', async (t) => {
+  await withLb(async (dp, change) => {
+    const all = Array.from({ length: 6 }, (_, i) => be(i + 1));
+    await change([web(all)]);
+    const before = snapshot(dp);
+    const worker = path.join(__dirname, '../lib/traffic-worker.js');
+    const child = fork(worker, [path.join(dp.pinDir, PROG_PIN), '10.0.0.80', '80', '3000'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    try {
+      await new Promise<void>((res) => child.once('message', () => res()));
+      let changes = 0;
+      for (let i = 0; i < 20; i++) {
+        const gone = all[i % all.length];
+        await change([web(all.filter((b) => b !== gone))]);
+        for (let p = 0; p < 150; p++) {
+          const r = forward(dp, `192.0.2.${p % 250}`, 40000 + p + i);
+          assert.equal(r.action, XDP_ACTION.TX);
+          assert.notEqual(r.mac, gone.mac, `a packet went to ${gone.address} after its removal returned`);
+        }
+        await change([web(all)]);
+        changes += 2;
+        await new Promise((res) => setImmediate(res));
+      }
+      child.send('stop');
+      const report = await new Promise<{ actions: Record<string, number>; macs: Record<string, number> }>((res) => child.on('message', (m) => res(m as never)));
+      t.diagnostic(`${changes} applies while the other process sent ${JSON.stringify(report.actions)}`);
+      assert.deepEqual(Object.keys(report.actions), ['XDP_TX'], 'every streamed packet was forwarded');
+      assert.ok(report.actions.XDP_TX > 1000, 'the stream ran alongside the changes');
+      const moved = delta(before.stats, snapshot(dp).stats);
+      assert.deepEqual([...moved.keys()], [dp.statIds.get('TX')], 'no packet was counted as passed or dropped');
+    } finally {
+      child.kill();
+    }
+  });
+});
