@@ -32,12 +32,12 @@ const SPEC_HELP = 'write it as VIP:PORT/PROTO, e.g. 10.0.0.100:80/tcp or [2001:d
 
 /** `10.0.0.100:80/tcp`, `[2001:db8::1]:80/udp`. */
 export function parseServiceSpec(text: string, label = 'service'): ServiceSpec {
-  const m = /^(?:\[([^\]]+)\]|([^:/[\]]+)):([^/]*)\/(.*)$/.exec(text.trim());
-  if (!m) {
-    if (/^[0-9a-f:]+:[0-9a-f:]*:\d+\//i.test(text) && !text.startsWith('['))
-      throw new UsageError(`${label} '${text}': put an IPv6 VIP in brackets, e.g. [2001:db8::1]:80/tcp`);
-    throw new UsageError(`${label} '${text}' is not a service: ${SPEC_HELP}`);
-  }
+  const t = text.trim();
+  // Without brackets the port of an IPv6 VIP cannot be told from its last group.
+  if (!t.startsWith('[') && (t.split('/')[0].match(/:/g) ?? []).length > 1)
+    throw new UsageError(`${label} '${text}': put an IPv6 VIP in brackets, e.g. [2001:db8::1]:80/tcp`);
+  const m = /^(?:\[([^\]]+)\]|([^:/[\]]+)):([^/]*)\/(.*)$/.exec(t);
+  if (!m) throw new UsageError(`${label} '${text}' is not a service: ${SPEC_HELP}`);
   const vip = cliValue<{ address: string; family: 4 | 6 }>(fields.vip, m[1] ?? m[2], `${label} '${text}': VIP`);
   const port = cliValue<number>(fields.port, m[3], `${label} '${text}': port`);
   const protocol = cliValue<Protocol>(fields.protocol, m[4], `${label} '${text}': protocol`);
@@ -46,7 +46,10 @@ export function parseServiceSpec(text: string, label = 'service'): ServiceSpec {
 
 /** `198.51.100.7:40000`, `[2001:db8::7]:40000`. */
 export function parseEndpoint(text: string, label: string): { ip: string; family: 4 | 6; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(.*)$/.exec(text.trim());
+  const t = text.trim();
+  if (!t.startsWith('[') && (t.match(/:/g) ?? []).length > 1)
+    throw new UsageError(`${label} '${text}': put an IPv6 address in brackets, e.g. [2001:db8::7]:40000`);
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(.*)$/.exec(t);
   if (!m) throw new UsageError(`${label} '${text}' must be ADDRESS:PORT, e.g. 198.51.100.7:40000 or [2001:db8::7]:40000`);
   const ip = cliValue<{ address: string; family: 4 | 6 }>(fields.backendAddress, m[1] ?? m[2], `${label} '${text}': address`);
   const port = cliValue<number>(fields.port, m[3], `${label} '${text}': port`);

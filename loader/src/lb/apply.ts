@@ -4,6 +4,7 @@
 // write fails, the inverses run newest first and the maps are back where they were.
 import { Dataplane } from '../dataplane/dataplane';
 import { Plan, ZERO_INFO, ZERO_META } from './plan';
+import { UsageError } from '../errors';
 
 const ZERO_COUNTER = { packets: 0n, bytes: 0n };
 
@@ -49,7 +50,7 @@ export class Journal {
   }
 
   /** Undoes everything so far; returns the error to throw. */
-  rollback(cause: unknown, step: string): ApplyError {
+  rollback(cause: unknown, step: string): Error {
     const errors: unknown[] = [];
     for (const u of this.undo.reverse()) {
       try {
@@ -59,7 +60,9 @@ export class Journal {
       }
     }
     this.undo.length = 0;
-    return cause instanceof ApplyError ? cause : new ApplyError(cause, step, errors);
+    // Bad input found late (e.g. a conflict with what runs) stays bad input once everything is undone.
+    if (cause instanceof ApplyError || (cause instanceof UsageError && !errors.length)) return cause as Error;
+    return new ApplyError(cause, step, errors);
   }
 }
 
