@@ -95,8 +95,9 @@ int xdp_dr(struct xdp_md *ctx)
 	struct ethhdr *eth;
 	struct service_info *svc;
 	struct backend_info *be;
+	struct maglev_chunk *chunk;
 	void *ring;
-	__u32 slot, svc_id, *bid_p, bid;
+	__u32 slot, idx, svc_id, bid;
 	int proto, act;
 
 	proto = parse_eth(&cur, end, &eth);
@@ -130,8 +131,12 @@ int xdp_dr(struct xdp_md *ctx)
 		return record(XDP_DR_STAT_PASS_NO_TABLE, bytes, XDP_PASS);
 	/* Fragments carry no ports past the first, so all fragments of a datagram hash on addresses alone. */
 	slot = flow_hash(&f, f.is_fragment || (svc->flags & SERVICE_F_HASH_L3)) % MAGLEV_M;
-	bid_p = bpf_map_lookup_elem(ring, &slot);
-	bid = bid_p ? *bid_p : 0;
+	idx = slot / MAGLEV_CHUNK;
+	chunk = bpf_map_lookup_elem(ring, &idx);
+	/* With a small MAGLEV_M clang drops the mask (slot is known < M), but the verifier cannot see that bound
+	 * through the modulo; the barrier keeps the mask that proves the index. */
+	barrier_var(slot);
+	bid = chunk ? chunk->backend[slot & (MAGLEV_CHUNK - 1)] : 0;
 	if (!bid)
 		return record(XDP_DR_STAT_PASS_NO_BACKEND, bytes, XDP_PASS);
 	be = bpf_map_lookup_elem(&backends, &bid);

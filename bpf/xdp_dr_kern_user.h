@@ -3,6 +3,7 @@
 #define XDP_DR_KERN_USER_H
 
 #include <linux/types.h>
+#include "xdp_dr_limits.h"
 
 /* service_key.family: the IP version. */
 enum xdp_dr_family {
@@ -55,6 +56,23 @@ enum xdp_dr_stat {
 	XDP_DR_STAT_MAX,
 };
 
+/* Slots of a Maglev table per array element. The kernel rounds array values up to 8 bytes, so one 4-byte id
+ * per element would cost 8 bytes a slot and one batch element per slot; 32 packed 16-bit ids cost 2 bytes a
+ * slot, and a whole table is about two thousand elements to read or write. */
+#define MAGLEV_CHUNK 32
+#define MAGLEV_CHUNKS ((MAGLEV_M + MAGLEV_CHUNK - 1) / MAGLEV_CHUNK)
+_Static_assert((MAGLEV_CHUNK & (MAGLEV_CHUNK - 1)) == 0, "the program masks slot indexes: MAGLEV_CHUNK is a power of 2");
+
+struct maglev_chunk {
+	__u16 backend[MAGLEV_CHUNK]; /* slot (element * MAGLEV_CHUNK + i) -> backend id, 0 = unset */
+};
+
+/* Build constants the loader reads from BTF (they are not visible in the maps). */
+enum xdp_dr_build {
+	XDP_DR_MAGLEV_M = MAGLEV_M,
+	XDP_DR_MAGLEV_CHUNK = MAGLEV_CHUNK,
+};
+
 /* Control-plane bookkeeping, never read by the program: what the CLI shows back and rebuilds tables from,
  * so that the pinned maps alone describe the running load balancer. One record per (service, real server). */
 enum backend_flag {
@@ -86,13 +104,16 @@ struct lb_info {
 	__u32 mode;        /* enum xdp_dr_mode */
 };
 
-/* Never used as data: a variable of this type puts the enums above into BTF, where the loader reads them. */
+/* Never used as data: a variable of this type puts the enums above (and maglev_chunk) into BTF, where the
+ * loader reads them. */
 struct xdp_dr_enums {
 	enum xdp_dr_stat stat;
 	enum xdp_dr_family family;
 	enum service_flag flag;
 	enum backend_flag backend_flag;
 	enum xdp_dr_mode mode;
+	enum xdp_dr_build build;
+	struct maglev_chunk chunk; /* clang leaves a struct seen only through a map's inner value as a forward */
 };
 
 #endif

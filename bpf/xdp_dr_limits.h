@@ -7,9 +7,12 @@
 #define MAX_SERVICES 1024
 #endif
 
-/* Backend ids run 1..MAX_BACKENDS-1; id 0 means "unset" in a Maglev table slot. */
+/* Backend ids run 1..MAX_BACKENDS-1; id 0 means "unset" in a Maglev table slot. Tables hold 16-bit ids. */
 #ifndef MAX_BACKENDS
 #define MAX_BACKENDS 4096
+#endif
+#if MAX_BACKENDS > 65536
+#error "MAX_BACKENDS must be at most 65536: Maglev table slots hold 16-bit backend ids"
 #endif
 
 /* Maglev table size per service; must be prime (the loader checks it). */

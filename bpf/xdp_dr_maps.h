@@ -26,12 +26,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vip_filter SEC(".maps");
 
-/* One service's Maglev table: slot -> backend id. */
+/* One service's Maglev table: slot / MAGLEV_CHUNK -> the backend ids of MAGLEV_CHUNK slots. */
 struct maglev_ring {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAGLEV_M);
+	__uint(max_entries, MAGLEV_CHUNKS);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct maglev_chunk);
 };
 
 /* Service id -> its live Maglev table; replacing a slot swaps a whole table atomically. */
@@ -42,15 +42,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct maglev_ring);
 } rings SEC(".maps");
-
-/* Service id -> the table not in use, which the loader fills before swapping it in; never read by the program. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, MAX_SERVICES);
-	__type(key, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, struct maglev_ring);
-} rings_standby SEC(".maps");
 
 /* Backend id -> MACs and egress interface. */
 struct {

@@ -139,7 +139,7 @@ test('a non-prime table size is refused before anything is loaded', () => {
   const pinDir = testPinDir();
   try {
     assert.throws(() => Dataplane.load({ pinDir, build: { MAGLEV_M: 15 } }), /table size 15 is not prime/);
-    assert.deepEqual(fs.readdirSync(pinDir), []);
+    assert.ok(!fs.existsSync(pinDir), 'no pin directory is left behind');
   } finally {
     removePins(pinDir);
   }

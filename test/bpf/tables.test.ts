@@ -2,6 +2,7 @@
 // another process streams packets, backends come and go and no packet ever misses a backend.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fork } from 'node:child_process';
 import { fn, check, testRun, XDP_ACTION } from '../../loader/src/libbpf';
@@ -43,28 +44,23 @@ test('a standby that is also live (an interrupted swap) is replaced, not written
   await withDataplane((dp) => {
     const M = dp.limits.tableSize;
     installService(dp, { id: 2, vip: '10.0.0.2', port: 80, proto: 'tcp', backends });
-    const key = u32le(2);
-    const liveId = dp.rings.lookup(key)!.readUInt32LE(0);
-    // What a process killed between the two swaps leaves behind: the same table live and standby.
+    const liveId = dp.tableIds(2).live!;
+    // What a process killed between the swap and the re-pin leaves behind: the same table live and standby.
     const liveFd = fdOf(liveId);
-    dp.ringsStandby.update(key, u32le(liveFd));
+    fs.rmSync(dp.standbyPin(2));
+    check(fn.bpf_obj_pin(liveFd, dp.standbyPin(2)), 'bpf_obj_pin', 'standby');
     fn.close(liveFd);
-    assert.equal(dp.ringsStandby.lookup(key)!.readUInt32LE(0), liveId);
+    assert.deepEqual(dp.tableIds(2), { live: liveId, standby: liveId });
     const t7 = table(backends.slice(3), M);
     assert.equal(dp.installTable(2, t7).written, M);
-    assert.notEqual(dp.rings.lookup(key)!.readUInt32LE(0), liveId);
-    assert.equal(dp.ringsStandby.lookup(key)!.readUInt32LE(0), liveId);
+    assert.notEqual(dp.tableIds(2).live, liveId);
+    assert.equal(dp.tableIds(2).standby, liveId);
     assert.deepEqual(dp.readTable(2), t7);
   });
 });
 
 function fdOf(mapId: number): number {
   return check(fn.bpf_map_get_fd_by_id(mapId), 'bpf_map_get_fd_by_id', `map ${mapId}`);
-}
-function u32le(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
 }
 
 test('backends added and removed while packets stream: every packet finds a backend', async (t) => {

@@ -108,8 +108,10 @@ export function stateDigest(dp: Dataplane, opts: { withTableIds?: boolean } = {}
     }),
   };
   if (opts.withTableIds) {
-    const key = (id: number) => Buffer.from(new Uint32Array([id]).buffer);
-    digest.table_ids = ids.map((id) => `${id}=${dp.rings.lookup(key(id))?.readUInt32LE(0)}/${dp.ringsStandby.lookup(key(id))?.readUInt32LE(0)}`);
+    digest.table_ids = ids.map((id) => {
+      const t = dp.tableIds(id);
+      return `${id}=${t.live}/${t.standby}`;
+    });
   }
   return digest;
 }

@@ -7,23 +7,35 @@ import {
 } from '../libbpf';
 import { MapCreateOpts } from '../libbpf/ffi';
 import {
-  FAMILY, serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo,
+  FAMILY, serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo, maglevChunk, MAGLEV_CHUNK,
   ServiceKey, ServiceInfo, BackendInfo, Counter, BackendMeta, LbInfo,
 } from './layout';
 import { createHash } from 'node:crypto';
 import { ensureObject, BuildOptions } from './build';
-import { diffTables, isPrime } from '../maglev';
+import { isPrime } from '../maglev';
 
 export const BPFFS = '/sys/fs/bpf';
 export const PIN_BASE = path.join(BPFFS, 'xdp-dr');
 export const PROGRAM = 'xdp_dr';
 
 const MAP_NAMES = [
-  'services', 'vip_filter', 'rings', 'rings_standby', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats',
+  'services', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats',
   'backend_meta', 'lb_info',
 ] as const;
 /** The program is pinned beside its maps so that any process can test-run exactly what the interface runs. */
 export const PROG_PIN = 'prog';
+/** Standby Maglev tables, pinned one per service id: no program reads them, and pins cost no grace period. */
+export const STANDBY_DIR = 'standby';
+
+export interface StagedTable {
+  serviceId: number;
+  /** The filled table that swapTables makes live. */
+  next: RawMap;
+  prevLive?: RawMap;
+  table: Uint32Array;
+  /** Slots that differed in the standby. */
+  written: number;
+}
 type MapName = (typeof MAP_NAMES)[number];
 
 export interface Limits {
@@ -64,7 +76,6 @@ export class Dataplane {
   readonly serviceStats: PerCpuMap<number, Counter>;
   readonly backendStats: PerCpuMap<number, Counter>;
   readonly rings: RawMap;
-  readonly ringsStandby: RawMap;
   readonly txPorts: TypedMap<number, number>;
   readonly vipFilter: TypedMap<number, bigint>;
   readonly backendMeta: TypedMap<number, BackendMeta>;
@@ -85,7 +96,6 @@ export class Dataplane {
     this.serviceStats = new PerCpuMap(maps.service_stats, u32, counter);
     this.backendStats = new PerCpuMap(maps.backend_stats, u32, counter);
     this.rings = maps.rings;
-    this.ringsStandby = maps.rings_standby;
     this.txPorts = new TypedMap(maps.tx_ports, u32, u32);
     this.vipFilter = new TypedMap(maps.vip_filter, u32, u64);
     this.backendMeta = new TypedMap(maps.backend_meta, u32, backendMeta);
@@ -105,11 +115,17 @@ export class Dataplane {
   static load(opts: LoadOptions): Dataplane {
     ensureBpffs();
     const objPath = opts.objectPath ?? ensureObject(PROGRAM, opts.build);
+    const existed = fs.existsSync(opts.pinDir);
     fs.mkdirSync(opts.pinDir, { recursive: true });
-    const obj = BpfObject.open(objPath, { pinRoot: opts.pinDir, constants: { hash_seed: opts.hashSeed ?? 0 } });
+    let obj: BpfObject;
     try {
-      const tableSize = obj.innerMapDef('rings').maxEntries;
-      if (!isPrime(tableSize)) throw new Error(`the object's Maglev table size ${tableSize} is not prime: rebuild with a prime MAGLEV_M`);
+      obj = BpfObject.open(objPath, { pinRoot: opts.pinDir, constants: { hash_seed: opts.hashSeed ?? 0 } });
+    } catch (e) {
+      if (!existed) removePinDir(opts.pinDir);
+      throw e;
+    }
+    try {
+      const tableSize = tableSizeOf(obj);
       obj.load();
       const maps = Object.fromEntries(MAP_NAMES.map((n) => [n, obj.map(n)])) as Record<MapName, RawMap>;
       const dp = new Dataplane(opts.pinDir, maps, obj, obj.programFd(PROGRAM));
@@ -128,6 +144,8 @@ export class Dataplane {
       return dp;
     } catch (e) {
       obj.close();
+      // libbpf pins maps before it loads the program: a failed load must not leave them behind.
+      if (!existed) removePinDir(opts.pinDir);
       throw e;
     }
   }
@@ -176,6 +194,7 @@ export class Dataplane {
   /** Removes the map and program pins (they live on while a link or process still holds them). */
   unpin(): void {
     for (const n of [...MAP_NAMES, PROG_PIN]) fs.rmSync(path.join(this.pinDir, n), { force: true });
+    fs.rmSync(path.join(this.pinDir, STANDBY_DIR), { recursive: true, force: true });
   }
 
   /** Adds or changes a service; its VIP's filter bit is set first, so no packet for it is turned away. */
@@ -218,20 +237,17 @@ export class Dataplane {
   }
 
   /**
-   * Installs a new table for a service atomically: the standby table is brought to the new contents by
-   * writing only the slots that differ, then swapped in with one update of the rings slot, so a packet
-   * sees the old table or the new one. The old live table becomes the standby for the next change.
-   * A new service gets both tables filled, so that its first change is a diff too.
+   * Brings the standby table of a service to the new contents, writing only the elements with a changed
+   * slot. Packets do not see it until swapTables. The standby is pinned at standby/<id>; one that is also
+   * live (a change killed between swap and re-pin) is not written in place but replaced.
    */
-  installTable(serviceId: number, table: Uint32Array): { written: number } {
+  stageTable(serviceId: number, table: Uint32Array): StagedTable {
     if (table.length !== this.limits.tableSize)
       throw new RangeError(`table has ${table.length} slots, this build's tables have ${this.limits.tableSize}`);
-    const key = u32Key(serviceId);
     const live = this.innerMap(this.rings, serviceId);
-    let standby = this.innerMap(this.ringsStandby, serviceId);
-    const fresh: RawMap[] = [];
+    let standby: RawMap | undefined;
     try {
-      // A standby that is also live (an apply interrupted between its two swaps) must not be written in place.
+      standby = this.standbyMap(serviceId);
       if (standby && live && standby.info.id === live.info.id) {
         standby.close();
         standby = undefined;
@@ -243,30 +259,101 @@ export class Dataplane {
       } else {
         written = writeDiff(standby, readRing(standby, this.limits.tableSize), table);
       }
-      this.rings.update(key, u32Key(standby.fd));
-      let next = live;
-      if (!next) {
-        next = createRing(this.limits.tableSize, serviceId);
-        fresh.push(next);
-        writeDiff(next, new Uint32Array(this.limits.tableSize), table);
-      }
-      this.ringsStandby.update(key, u32Key(next.fd));
-      return { written };
-    } finally {
+      return { serviceId, next: standby, prevLive: live, table, written };
+    } catch (e) {
       live?.close();
       standby?.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Makes staged tables live with one batch update of `rings`: per service a packet sees the old table or the
+   * new one. The kernel returns from an update of a map-in-map only after an RCU grace period, so once it
+   * returns no program still reads an old table, and the old tables become the standbys (a new service gets
+   * a standby filled as well, so that its first change is a diff too). Takes ownership of the staged maps.
+   */
+  swapTables(staged: StagedTable[]): void {
+    const fresh: RawMap[] = [];
+    try {
+      if (!staged.length) return;
+      const keys = Buffer.alloc(4 * staged.length);
+      const fds = Buffer.alloc(4 * staged.length);
+      staged.forEach((st, i) => {
+        keys.writeUInt32LE(st.serviceId, 4 * i);
+        fds.writeUInt32LE(st.next.fd, 4 * i);
+      });
+      try {
+        this.rings.updateBatch(keys, fds);
+      } catch (e) {
+        // A batch can stop part way: put back what was live before, so the failure changes nothing.
+        for (const st of staged) {
+          if (st.prevLive) this.rings.update(u32Key(st.serviceId), u32Key(st.prevLive.fd));
+          else this.rings.delete(u32Key(st.serviceId));
+        }
+        throw e;
+      }
+      for (const st of staged) {
+        let standby = st.prevLive;
+        if (!standby) {
+          standby = createRing(this.limits.tableSize, st.serviceId);
+          fresh.push(standby);
+          writeDiff(standby, new Uint32Array(this.limits.tableSize), st.table);
+        }
+        this.pinStandby(st.serviceId, standby);
+      }
+    } finally {
+      for (const st of staged) {
+        st.next.close();
+        st.prevLive?.close();
+      }
       for (const m of fresh) m.close();
     }
+  }
+
+  /** One service's table change: stage, then swap. */
+  installTable(serviceId: number, table: Uint32Array): { written: number } {
+    const st = this.stageTable(serviceId, table);
+    this.swapTables([st]);
+    return { written: st.written };
   }
 
   hasTable(serviceId: number): boolean {
     return this.rings.lookup(u32Key(serviceId)) !== undefined;
   }
 
-  /** Drops both tables of a service; its packets then pass to the kernel (counted as no table). */
-  removeTables(serviceId: number): void {
-    this.rings.delete(u32Key(serviceId));
-    this.ringsStandby.delete(u32Key(serviceId));
+  /** Drops the tables of services; their packets then pass to the kernel (counted as no table). */
+  removeTables(...serviceIds: number[]): void {
+    // Map-in-map arrays have no batch delete: one syscall (and grace period) per service.
+    for (const id of serviceIds) {
+      this.rings.delete(u32Key(id));
+      fs.rmSync(this.standbyPin(id), { force: true });
+    }
+  }
+
+  /** Which maps hold a service's tables (for tests and diagnostics). */
+  tableIds(serviceId: number): { live?: number; standby?: number } {
+    const live = this.rings.lookup(u32Key(serviceId))?.readUInt32LE(0);
+    const sb = this.standbyMap(serviceId);
+    const standby = sb?.info.id;
+    sb?.close();
+    return { live, standby };
+  }
+
+  standbyPin(serviceId: number): string {
+    return path.join(this.pinDir, STANDBY_DIR, String(serviceId));
+  }
+
+  private standbyMap(serviceId: number): RawMap | undefined {
+    const pin = this.standbyPin(serviceId);
+    return fs.existsSync(pin) ? RawMap.fromPin(pin, `standby table of service ${serviceId}`) : undefined;
+  }
+
+  private pinStandby(serviceId: number, map: RawMap): void {
+    const pin = this.standbyPin(serviceId);
+    fs.mkdirSync(path.dirname(pin), { recursive: true });
+    fs.rmSync(pin, { force: true });
+    check(fn.bpf_obj_pin(map.fd, pin), 'bpf_obj_pin', `standby table of service ${serviceId} at ${pin}`);
   }
 
   /** Sum over CPUs of one counter of a per-CPU map. */
@@ -286,6 +373,19 @@ export class Dataplane {
   }
 }
 
+/** MAGLEV_M of a build, from its BTF, checked against the shape of its table maps. */
+function tableSizeOf(obj: BpfObject): number {
+  const build = obj.btf.enumValues('xdp_dr_build');
+  const m = build.get('XDP_DR_MAGLEV_M') ?? 0;
+  if (!isPrime(m)) throw new Error(`the object's Maglev table size ${m} is not prime: rebuild with a prime MAGLEV_M`);
+  const inner = obj.innerMapDef('rings');
+  if (build.get('XDP_DR_MAGLEV_CHUNK') !== MAGLEV_CHUNK || inner.valueSize !== maglevChunk.size || inner.maxEntries !== chunks(m))
+    throw new Error(`the object's Maglev tables are not ${chunks(m)} elements of ${MAGLEV_CHUNK} slots: loader and object disagree; rebuild both`);
+  return m;
+}
+
+const chunks = (tableSize: number): number => Math.ceil(tableSize / MAGLEV_CHUNK);
+
 /** The capacities of a build, read from its object file without loading it (to check a config first). */
 export function objectLimits(objPath: string): Limits {
   const obj = BpfObject.open(objPath);
@@ -293,7 +393,7 @@ export function objectLimits(objPath: string): Limits {
     return {
       maxServices: obj.mapDef('services').maxEntries,
       maxBackends: obj.mapDef('backends').maxEntries,
-      tableSize: obj.innerMapDef('rings').maxEntries,
+      tableSize: tableSizeOf(obj),
       maxTxPorts: obj.mapDef('tx_ports').maxEntries,
     };
   } finally {
@@ -326,9 +426,10 @@ function u32Key(n: number): Buffer {
   return b;
 }
 
-function createRing(size: number, serviceId: number): RawMap {
+/** A Maglev table map like the program's inner maps (the benchmark's reference writes into one too). */
+export function createRing(size: number, serviceId: number): RawMap {
   const fd = check(
-    fn.bpf_map_create(MAP_TYPE.ARRAY, `ring_${serviceId}`.slice(0, 15), 4, 4, size, {
+    fn.bpf_map_create(MAP_TYPE.ARRAY, `ring_${serviceId}`.slice(0, 15), 4, maglevChunk.size, chunks(size), {
       sz: koffi.sizeof(MapCreateOpts), btf_fd: 0, btf_key_type_id: 0, btf_value_type_id: 0, btf_vmlinux_value_type_id: 0,
       inner_map_fd: 0, map_flags: 0, map_extra: 0, numa_node: 0, map_ifindex: 0,
     }),
@@ -338,16 +439,46 @@ function createRing(size: number, serviceId: number): RawMap {
   return new RawMap(fd, `ring_${serviceId}`);
 }
 
+/**
+ * Brings a table map from current to wanted, writing (in one batch) only the elements with a changed slot;
+ * returns how many slots changed. One pass over typed arrays: this runs for every table of every change.
+ */
 function writeDiff(ring: RawMap, current: Uint32Array, wanted: Uint32Array): number {
-  const { slots, ids } = diffTables(current, wanted);
-  ring.updateBatch(Buffer.from(slots.buffer, slots.byteOffset, slots.byteLength), Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength));
-  return slots.length;
+  const n = chunks(wanted.length);
+  const keys = new Uint32Array(n);
+  const values = new Uint16Array(n * MAGLEV_CHUNK);
+  let dirty = 0;
+  let changed = 0;
+  for (let c = 0; c < n; c++) {
+    const base = c * MAGLEV_CHUNK;
+    const end = Math.min(base + MAGLEV_CHUNK, wanted.length);
+    let diff = 0;
+    for (let s = base; s < end; s++) if (current[s] !== wanted[s]) diff++;
+    if (!diff) continue;
+    changed += diff;
+    keys[dirty] = c;
+    for (let s = base; s < end; s++) {
+      if (wanted[s] > 0xffff) throw new RangeError(`backend id ${wanted[s]} does not fit a 16-bit table slot`);
+      values[dirty * MAGLEV_CHUNK + s - base] = wanted[s];
+    }
+    dirty++;
+  }
+  if (dirty) {
+    const asBuf = (a: Uint32Array | Uint16Array, bytes: number) => Buffer.from(a.buffer, a.byteOffset, bytes);
+    ring.updateBatch(asBuf(keys, 4 * dirty), asBuf(values, maglevChunk.size * dirty));
+  }
+  return changed;
 }
 
 function readRing(ring: RawMap, size: number): Uint32Array {
-  const { keys, values, count } = ring.lookupAll(size);
+  const { keys, values, count } = ring.lookupAll();
   const out = new Uint32Array(size);
-  for (let i = 0; i < count; i++) out[keys.readUInt32LE(i * 4)] = values.readUInt32LE(i * 4);
+  const ids = new Uint16Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
+  for (let i = 0; i < count; i++) {
+    const base = keys.readUInt32LE(i * 4) * MAGLEV_CHUNK;
+    const end = Math.min(base + MAGLEV_CHUNK, size);
+    for (let s = base; s < end; s++) out[s] = ids[i * MAGLEV_CHUNK + s - base];
+  }
   return out;
 }
 

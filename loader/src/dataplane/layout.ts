@@ -42,7 +42,11 @@ export const lbInfo = struct('lb_info', [
   ['mode', u32],
 ] as const);
 
-export const STRUCTS = [serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo];
+/** Slots per element of a Maglev table map: 32 16-bit backend ids (enum xdp_dr_build, checked against BTF). */
+export const MAGLEV_CHUNK = 32;
+export const maglevChunk = struct('maglev_chunk', [['backend', bytes(2 * MAGLEV_CHUNK)]] as const);
+
+export const STRUCTS = [serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo, maglevChunk];
 
 export type ServiceKey = ReturnType<typeof serviceKey.decode>;
 export type ServiceInfo = ReturnType<typeof serviceInfo.decode>;

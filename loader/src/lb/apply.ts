@@ -2,7 +2,7 @@
 // ordered such that every intermediate state forwards correctly (a backend exists before any table names
 // it; a table stops naming a backend before the backend goes), and each write records its inverse: if any
 // write fails, the inverses run newest first and the maps are back where they were.
-import { Dataplane } from '../dataplane/dataplane';
+import { Dataplane, StagedTable } from '../dataplane/dataplane';
 import { Plan, ZERO_INFO, ZERO_META } from './plan';
 import { UsageError } from '../errors';
 
@@ -66,6 +66,21 @@ export class Journal {
   }
 }
 
+/** Stages several tables; on a failure part way, the ones staged so far are released. */
+function stageAll(dp: Dataplane, tables: [number, Uint32Array][]): StagedTable[] {
+  const staged: StagedTable[] = [];
+  try {
+    for (const [id, t] of tables) staged.push(dp.stageTable(id, t));
+    return staged;
+  } catch (e) {
+    for (const st of staged) {
+      st.next.close();
+      st.prevLive?.close();
+    }
+    throw e;
+  }
+}
+
 export interface ApplyStats {
   writes: number;
   slotsWritten: number;
@@ -94,18 +109,24 @@ export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal): ApplySta
     );
   }
 
+  // Every table of the change is written into its standby, then all are swapped in one batch update.
+  const tables = plan.serviceWrites.filter((s) => s.table);
+  if (tables.length)
+    journal.run(
+      `tables of ${tables.map((s) => s.name).join(', ')}`,
+      () => {
+        for (const s of tables) if (s.fresh) dp.serviceStats.fill(s.id, ZERO_COUNTER);
+        const staged = stageAll(dp, tables.map((s) => [s.id, s.table!]));
+        slotsWritten += staged.reduce((n, st) => n + st.written, 0);
+        dp.swapTables(staged);
+      },
+      () => {
+        dp.swapTables(stageAll(dp, tables.filter((s) => s.tableBefore).map((s) => [s.id, s.tableBefore!])));
+        dp.removeTables(...tables.filter((s) => !s.tableBefore).map((s) => s.id));
+      },
+    );
+
   for (const s of plan.serviceWrites) {
-    if (s.table) {
-      const table = s.table;
-      journal.run(
-        `table of ${s.name}`,
-        () => {
-          if (s.fresh) dp.serviceStats.fill(s.id, ZERO_COUNTER);
-          slotsWritten += dp.installTable(s.id, table).written;
-        },
-        () => (s.tableBefore ? dp.installTable(s.id, s.tableBefore) : dp.removeTables(s.id)),
-      );
-    }
     if (s.fresh || s.infoBefore) {
       const infoBefore = s.infoBefore;
       journal.run(
@@ -116,13 +137,14 @@ export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal): ApplySta
     }
   }
 
-  for (const s of plan.serviceDeletes) {
+  for (const s of plan.serviceDeletes)
     journal.run(`remove service ${s.name}`, () => dp.deleteService(s.key), () => dp.putService(s.key, s.info));
-    const table = dp.readTable(s.id);
+  if (plan.serviceDeletes.length) {
+    const gone = plan.serviceDeletes.map((s) => ({ id: s.id, table: dp.readTable(s.id) }));
     journal.run(
-      `remove table of ${s.name}`,
-      () => dp.removeTables(s.id),
-      () => (table ? dp.installTable(s.id, table) : undefined),
+      `remove tables of ${plan.serviceDeletes.map((s) => s.name).join(', ')}`,
+      () => dp.removeTables(...gone.map((g) => g.id)),
+      () => dp.swapTables(stageAll(dp, gone.filter((g) => g.table).map((g) => [g.id, g.table!]))),
     );
   }
 

@@ -99,8 +99,8 @@ export function planChange(input: PlanInput): Plan {
   }
   for (const id of state.orphanBackends) backendIds.hold(id);
 
-  const byId = new Map(dp.backends.all());
-  const metaById = new Map(dp.backendMeta.all());
+  const byId = new Map(dp.backends.all({ skipZero: true }));
+  const metaById = new Map(dp.backendMeta.all({ skipZero: true }));
   const before = (id: number) => ({ info: byId.get(id) ?? ZERO_INFO, meta: metaById.get(id) ?? ZERO_META });
 
   for (const [name, cur] of running) {

@@ -80,8 +80,8 @@ export function readState(dp: Dataplane): LbState {
   }
 
   const orphanBackends: number[] = [];
-  const infos = new Map(dp.backends.all());
-  for (const [id, meta] of dp.backendMeta.all()) {
+  const infos = new Map(dp.backends.all({ skipZero: true }));
+  for (const [id, meta] of dp.backendMeta.all({ skipZero: true })) {
     if (!(meta.flags & BACKEND_FLAG.BACKEND_F_IN_USE)) continue;
     const svc = byId.get(meta.service_id);
     const be = infos.get(id);

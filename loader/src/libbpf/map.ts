@@ -210,12 +210,19 @@ export class TypedMap<K, V> {
     }
   }
 
-  /** Every entry, read in batches (a few syscalls instead of two per key). */
-  all(): [K, V][] {
+  /**
+   * Every entry, read in batches (a few syscalls instead of two per key). Arrays have every index; skipZero
+   * leaves out the all-zero values (unused slots) before they are decoded.
+   */
+  all(opts: { skipZero?: boolean } = {}): [K, V][] {
     const { keys, values, count } = this.raw.lookupAll();
     const out: [K, V][] = [];
-    for (let i = 0; i < count; i++)
-      out.push([this.key.decode(keys, i * this.key.size), this.value.decode(values, i * this.raw.valueBytes)]);
+    const size = this.raw.valueBytes;
+    const zero = Buffer.alloc(size);
+    for (let i = 0; i < count; i++) {
+      if (opts.skipZero && values.compare(zero, 0, size, i * size, (i + 1) * size) === 0) continue;
+      out.push([this.key.decode(keys, i * this.key.size), this.value.decode(values, i * size)]);
+    }
     return out;
   }
 
