@@ -2,68 +2,67 @@
 import { Command } from 'commander';
 import { fields, serviceName, type HashMode } from '../../config';
 import { UsageError } from '../../errors';
-import { addLbOption, changeRunning, cliValue, examples, findService, parseServiceSpec, sameService, GlobalOptions } from '../common';
+import { RawConfig } from '../../lb/desired';
+import { addLbOption, changeRunning, cliValue, examples, findService, parseServiceSpec, sameService, GlobalOptions, ServiceSpec } from '../common';
 
 interface Opts extends GlobalOptions {
   hash?: string;
 }
 
-const hashOf = (v: string | undefined): HashMode | undefined =>
-  v === undefined ? undefined : cliValue<HashMode>(fields.hash, v, '--hash');
+function verb(
+  name: string,
+  description: string,
+  hashOption: boolean,
+  lines: string[],
+  edit: (raw: RawConfig, spec: ServiceSpec, hash?: HashMode) => void,
+): Command {
+  const cmd = addLbOption(new Command(name))
+    .description(description)
+    .argument('<service>', 'VIP:PORT/PROTO, e.g. 10.0.0.100:80/tcp or [2001:db8::1]:443/tcp; port 0 = every port');
+  if (hashOption) cmd.option('--hash <mode>', 'l4: 5-tuple (default) | l3: source and destination address (source-IP persistence)');
+  cmd.option('--dry-run', 'show the change without making it').action(async (text: string, o: Opts) => {
+    const spec = parseServiceSpec(text);
+    const hash = o.hash === undefined ? undefined : cliValue<HashMode>(fields.hash, o.hash, '--hash');
+    await changeRunning(o, (raw) => edit(raw, spec, hash));
+  });
+  return examples(cmd, lines);
+}
 
 export function serviceCommand(): Command {
-  const cmd = new Command('service').description('add, change or remove a virtual service (VIP:port/protocol)');
-
-  const add = examples(
-    addLbOption(new Command('add'))
-      .description('add a service; it forwards once it has backends')
-      .argument('<service>', 'VIP:PORT/PROTO, e.g. 10.0.0.100:80/tcp or [2001:db8::1]:443/tcp; port 0 = every port')
-      .option('--hash <mode>', 'l4: 5-tuple (default) | l3: source and destination address (source-IP persistence)')
-      .option('--dry-run', 'show the change without making it')
-      .action(async (spec: string, o: Opts) => {
-        const s = parseServiceSpec(spec);
-        const hash = hashOf(o.hash) ?? 'l4';
-        await changeRunning(o, (raw) => {
-          if (raw.services.some((x) => sameService(x, s)))
-            throw new UsageError(`service ${serviceName(s)} already exists; change it with 'xdp-dr service edit'`);
-          raw.services.push({ vip: s.vip, port: s.port, protocol: s.protocol, hash, backends: [] });
-        });
-      }),
+  const add = verb(
+    'add',
+    'add a service; it forwards once it has backends',
+    true,
     ['xdp-dr service add 10.0.0.100:80/tcp', 'xdp-dr service add [2001:db8::100]:443/tcp --hash l3', 'xdp-dr service add 10.0.0.53:0/udp'],
+    (raw, s, hash) => {
+      if (raw.services.some((x) => sameService(x, s)))
+        throw new UsageError(`service ${serviceName(s)} already exists; change it with 'xdp-dr service edit'`);
+      raw.services.push({ vip: s.vip, port: s.port, protocol: s.protocol, hash: hash ?? 'l4', backends: [] });
+    },
   );
-
-  const edit = examples(
-    addLbOption(new Command('edit'))
-      .description("change a service's hash mode (flows are rehashed: most move to other backends)")
-      .argument('<service>', 'VIP:PORT/PROTO')
-      .option('--hash <mode>', 'l4 | l3')
-      .option('--dry-run', 'show the change without making it')
-      .action(async (spec: string, o: Opts) => {
-        const s = parseServiceSpec(spec);
-        const hash = hashOf(o.hash);
-        if (hash === undefined) throw new UsageError('service edit: nothing to change; give --hash l4|l3');
-        await changeRunning(o, (raw) => {
-          findService(raw, s).hash = hash;
-        });
-      }),
+  const edit = verb(
+    'edit',
+    "change a service's hash mode (flows are rehashed: most move to other backends)",
+    true,
     ['xdp-dr service edit 10.0.0.100:80/tcp --hash l3'],
+    (raw, s, hash) => {
+      if (hash === undefined) throw new UsageError('service edit: nothing to change; give --hash l4|l3');
+      findService(raw, s).hash = hash;
+    },
   );
-
-  const del = examples(
-    addLbOption(new Command('del'))
-      .alias('delete')
-      .description("remove a service and its backends; its packets then go to the kernel")
-      .argument('<service>', 'VIP:PORT/PROTO')
-      .option('--dry-run', 'show the change without making it')
-      .action(async (spec: string, o: Opts) => {
-        const s = parseServiceSpec(spec);
-        await changeRunning(o, (raw) => {
-          const found = findService(raw, s);
-          raw.services = raw.services.filter((x) => x !== found);
-        });
-      }),
+  const del = verb(
+    'del',
+    'remove a service and its backends; its packets then go to the kernel',
+    false,
     ['xdp-dr service del 10.0.0.100:80/tcp'],
-  );
-
-  return cmd.addCommand(add).addCommand(edit).addCommand(del);
+    (raw, s) => {
+      const found = findService(raw, s);
+      raw.services = raw.services.filter((x) => x !== found);
+    },
+  ).alias('delete');
+  return new Command('service')
+    .description('add, change or remove a virtual service (VIP:port/protocol)')
+    .addCommand(add)
+    .addCommand(edit)
+    .addCommand(del);
 }
