@@ -25,6 +25,8 @@ test: build
 
 bench: build
 	$(Q)$(NODE) dist/loader/src/bench/micro.js
+	$(Q)echo
+	$(Q)$(NODE) dist/loader/src/bench/control.js
 
 demo: build
 	$(Q)$(NODE) dist/loader/src/demo.js
