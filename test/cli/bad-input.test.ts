@@ -149,3 +149,39 @@ test('a backend whose MAC nobody answers for is an error that says so (exit 1), 
 test('the corpus is large enough to mean something', () => {
   assert.ok(CONFIGS.length >= 30, `${CONFIGS.length} bad configs`);
 });
+
+test('attach refuses an interface that runs another XDP program, and leaves that program alone', () => {
+  const obj = require('node:path').resolve(__dirname, '../../../build/xdp_min.bpf.o');
+  require('node:child_process').execFileSync('ip', ['-n', lab.lb, 'link', 'set', 'dev', 'lb1', 'xdpgeneric', 'obj', obj, 'sec', 'xdp']);
+  try {
+    const other = lab.xdpProg('lb1');
+    assert.ok(other);
+    const r = lab.run('attach', 'lb1');
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, new RegExp(`lb1 already runs another XDP program \\(id ${other}, generic mode\\): remove it first`));
+    assert.equal(lab.xdpProg('lb1'), other);
+    assert.ok(!require('node:fs').existsSync(lab.pinDir('lb1')), 'nothing pinned for lb1');
+  } finally {
+    require('node:child_process').execFileSync('ip', ['-n', lab.lb, 'link', 'set', 'dev', 'lb1', 'xdpgeneric', 'off']);
+  }
+});
+
+test('attach -c whose services cannot be applied leaves the interface as it was', () => {
+  const file = lab.writeConfig('unresolvable.yaml', 'interfaces:\n  - name: lb1\nservices:\n  - vip: 10.78.0.100\n    port: 80\n    protocol: tcp\n    backends:\n      - address: 10.78.0.99\n');
+  const r = lab.run('attach', 'lb1', '-c', file);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /no MAC for 10\.78\.0\.99 on lb1/);
+  assert.match(r.stderr, /lb1 detached again, as it was/);
+  assert.equal(lab.xdpProg('lb1'), undefined);
+  assert.ok(!require('node:fs').existsSync(lab.pinDir('lb1')));
+});
+
+test('-v shows what libbpf says', () => {
+  const r = lab.run('-v', 'attach', 'lb1');
+  try {
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^debug +libbpf: loading object from .*xdp_dr\.bpf\.o$/m);
+  } finally {
+    lab.ok('detach', 'lb1');
+  }
+});

@@ -33,7 +33,10 @@ export class BpfError extends Error {
   constructor(info: BpfErrorInfo) {
     const code = errnoName(info.errno);
     const what = info.object ? ` (${info.object})` : '';
-    const said = info.libbpfMessage ? `\n  libbpf: ${info.libbpfMessage.replace(/\n/g, '\n  libbpf: ')}` : '';
+    // libbpf starts most of its lines with "libbpf: " already.
+    const said = info.libbpfMessage
+      ? '\n' + info.libbpfMessage.split('\n').map((l) => `  ${l.startsWith('libbpf: ') ? l : `libbpf: ${l}`}`).join('\n')
+      : '';
     const hint = info.hint ? `\n  hint: ${info.hint}` : '';
     super(`${info.op}${what} failed: ${code} (${describe(info.errno)})${said}${hint}`);
     this.name = 'BpfError';

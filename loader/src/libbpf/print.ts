@@ -18,7 +18,7 @@ function onPrint(level: number, fmt: string, args: unknown): number {
     if (recent.length > RECENT_MAX) recent.shift();
   }
   // libbpf's warnings are often expected probes: show them one level down, and everything only when verbose.
-  if (verbose || level === LIBBPF_WARN) logger.debug(`libbpf: ${text}`);
+  if (verbose || level === LIBBPF_WARN) logger.debug(text.startsWith('libbpf: ') ? text : `libbpf: ${text}`);
   return n;
 }
 
