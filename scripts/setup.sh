@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 ethtool linux-libc-dev make)
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 ethtool linux-libc-dev make util-linux procps iputils-arping)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -14,6 +14,7 @@ import { backendCommand } from './commands/backend';
 import { listCommand } from './commands/list';
 import { applyCommand } from './commands/apply';
 import { simulateCommand } from './commands/simulate';
+import { realserverCommand } from './commands/realserver';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2 } as const;
 
@@ -32,7 +33,7 @@ export function program(): Command {
         setLibbpfVerbose(true);
       }
     });
-  for (const c of [attachCommand(), detachCommand(), serviceCommand(), backendCommand(), listCommand(), applyCommand(), simulateCommand()])
+  for (const c of [attachCommand(), detachCommand(), serviceCommand(), backendCommand(), listCommand(), applyCommand(), simulateCommand(), realserverCommand()])
     p.addCommand(c);
   // Subcommands inherit the usage-error behaviour; commander's own errors become exit code 2.
   const strict = (c: Command): void => {
@@ -47,7 +48,8 @@ export function program(): Command {
 export async function main(argv: string[]): Promise<number> {
   try {
     await program().parseAsync(argv);
-    return EXIT.OK;
+    // A command may report a finding without failing (realserver check sets 1).
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.OK;
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version end here too, with code 0; commander has already printed the message.
