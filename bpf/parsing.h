@@ -35,7 +35,13 @@ struct flow {
 	__u8 family;
 	__u8 is_fragment;  /* any IPv4/IPv6 fragment: hash on addresses only */
 	__u8 has_ports;    /* false for non-first fragments */
+	__u8 tcp_flags;    /* FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10 (TCP only) */
 };
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
@@ -165,6 +171,7 @@ static __always_inline int parse_ports(struct hdr_cursor *c, void *end, struct f
 			return -1;
 		f->sport = th->source;
 		f->dport = th->dest;
+		f->tcp_flags = ((__u8 *)th)[13];
 	} else {
 		struct udphdr *uh = c->pos;
 

@@ -84,6 +84,37 @@ static __always_inline struct service_info *find_service(const struct flow *f)
 	return bpf_map_lookup_elem(&services, &key);
 }
 
+static __always_inline void event(enum xdp_dr_event ev)
+{
+	__u32 key = ev;
+
+	count(bpf_map_lookup_elem(&events, &key), 0);
+}
+
+static __always_inline void conn_key_of(const struct flow *f, struct conn_key *k)
+{
+	__builtin_memcpy(k->src, f->src, 16);
+	__builtin_memcpy(k->dst, f->dst, 16);
+	k->sport = f->sport;
+	k->dport = f->dport;
+	k->proto = f->proto;
+	k->family = f->family;
+	k->reserved = 0;
+}
+
+/* A record binds its flow until it has been idle too long; a new SYN after a FIN or RST starts a new flow. */
+static __always_inline int conn_holds(const struct conn_value *cv, const struct flow *f, __u32 now)
+{
+	if (cv->state == CONN_CLOSING)
+		return !((f->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) && now - cv->seen <= CONN_CLOSING_TIMEOUT_S;
+	return now - cv->seen <= CONN_IDLE_TIMEOUT_S;
+}
+
+static __always_inline int mac_set(const struct backend_info *be)
+{
+	return be->dst_mac[0] | be->dst_mac[1] | be->dst_mac[2] | be->dst_mac[3] | be->dst_mac[4] | be->dst_mac[5];
+}
+
 SEC("xdp")
 int xdp_dr(struct xdp_md *ctx)
 {
@@ -96,9 +127,11 @@ int xdp_dr(struct xdp_md *ctx)
 	struct service_info *svc;
 	struct backend_info *be;
 	struct maglev_chunk *chunk;
+	struct conn_key ck;
+	struct conn_value *cv;
 	void *ring;
-	__u32 slot, idx, svc_id, bid;
-	int proto, act;
+	__u32 slot, idx, svc_id, bid, now = 0;
+	int proto, act, tcp;
 
 	proto = parse_eth(&cur, end, &eth);
 	if (proto < 0)
@@ -120,6 +153,27 @@ int xdp_dr(struct xdp_md *ctx)
 	if (f.has_ports && parse_ports(&cur, end, &f) < 0)
 		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
 
+	/* A tracked TCP flow goes where its record says, as long as that backend still holds its id. */
+	tcp = f.proto == IPPROTO_TCP && f.has_ports;
+	if (tcp) {
+		conn_key_of(&f, &ck);
+		now = bpf_ktime_get_coarse_ns() >> 30;
+		cv = bpf_map_lookup_elem(&conns, &ck);
+		if (cv && conn_holds(cv, &f, now)) {
+			bid = cv->backend;
+			be = bpf_map_lookup_elem(&backends, &bid);
+			if (be && be->gen == cv->gen && mac_set(be)) {
+				svc_id = cv->service;
+				if (f.tcp_flags & (TCP_FIN | TCP_RST))
+					cv->state = CONN_CLOSING;
+				if (cv->seen != now)
+					cv->seen = now;
+				event(XDP_DR_EV_CONN_HIT);
+				goto forward;
+			}
+		}
+	}
+
 	svc = find_service(&f);
 	if (!svc)
 		return record(f.has_ports ? XDP_DR_STAT_PASS_NO_SERVICE : XDP_DR_STAT_PASS_FRAGMENT, bytes,
@@ -140,10 +194,23 @@ int xdp_dr(struct xdp_md *ctx)
 	if (!bid)
 		return record(XDP_DR_STAT_PASS_NO_BACKEND, bytes, XDP_PASS);
 	be = bpf_map_lookup_elem(&backends, &bid);
-	if (!be || !(be->dst_mac[0] | be->dst_mac[1] | be->dst_mac[2] | be->dst_mac[3] | be->dst_mac[4] |
-		     be->dst_mac[5]))
+	if (!be || !mac_set(be))
 		return record(XDP_DR_STAT_PASS_NO_BACKEND, bytes, XDP_PASS);
+	/* An RST opens nothing: recording it would only take a slot from a live flow. */
+	if (tcp && (svc->flags & SERVICE_F_CONN_TABLE) && !(f.tcp_flags & TCP_RST)) {
+		struct conn_value nv = {
+			.backend = bid,
+			.gen = be->gen,
+			.service = svc_id,
+			.seen = now,
+			.state = f.tcp_flags & TCP_FIN ? CONN_CLOSING : CONN_OPEN,
+		};
 
+		bpf_map_update_elem(&conns, &ck, &nv, BPF_ANY);
+		event(XDP_DR_EV_CONN_NEW);
+	}
+
+forward:
 	if (be->ifindex && be->ifindex != ctx->ingress_ifindex) {
 		/* Ask first, rewrite after: a missing egress port must leave the frame as it came. */
 		act = bpf_redirect_map(&tx_ports, be->ifindex, XDP_PASS);

@@ -22,6 +22,8 @@ struct service_key {
 enum service_flag {
 	/* Hash only source and destination addresses (source-IP persistence) instead of the 5-tuple. */
 	SERVICE_F_HASH_L3 = 1 << 0,
+	/* Record each TCP flow's backend in the connection table, so that table changes move no open flow. */
+	SERVICE_F_CONN_TABLE = 1 << 1,
 };
 
 struct service_info {
@@ -34,6 +36,31 @@ struct backend_info {
 	__u8 dst_mac[6];
 	__u8 src_mac[6];
 	__u32 ifindex; /* 0: out of the ingress interface (XDP_TX); else redirect through tx_ports */
+	__u32 gen;     /* set when the id is given to a backend: a flow recorded for an earlier holder no longer matches */
+};
+
+/* A TCP flow as the client sends it (IPv4 addresses in src[0] and dst[0], the rest zero). */
+struct conn_key {
+	__u32 src[4];
+	__u32 dst[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 reserved;
+};
+
+enum conn_state {
+	CONN_OPEN = 0,
+	CONN_CLOSING = 1, /* a FIN or RST was seen: the record lasts CONN_CLOSING_TIMEOUT_S more */
+};
+
+struct conn_value {
+	__u32 backend; /* backend id */
+	__u32 gen;     /* that backend's gen when recorded */
+	__u32 service; /* service id */
+	__u32 seen;    /* last packet, in units of 2^30 ns (about a second) of the coarse monotonic clock */
+	__u32 state;   /* enum conn_state */
 };
 
 struct counter {
@@ -54,6 +81,13 @@ enum xdp_dr_stat {
 	XDP_DR_STAT_PASS_NO_BACKEND,   /* table slot unset (id 0) or backend entry empty */
 	XDP_DR_STAT_PASS_NO_TX_PORT,   /* backend's egress interface missing from tx_ports */
 	XDP_DR_STAT_MAX,
+};
+
+/* Events counted besides the outcomes (a packet can have several, or none). */
+enum xdp_dr_event {
+	XDP_DR_EV_CONN_HIT = 0, /* a TCP packet followed its connection record */
+	XDP_DR_EV_CONN_NEW,     /* a connection record was written (new flow, or its record no longer held) */
+	XDP_DR_EV_MAX,
 };
 
 /* Slots of a Maglev table per array element. The kernel rounds array values up to 8 bytes, so one 4-byte id
@@ -113,6 +147,10 @@ struct xdp_dr_enums {
 	enum backend_flag backend_flag;
 	enum xdp_dr_mode mode;
 	enum xdp_dr_build build;
+	enum conn_state conn_state;
+	enum xdp_dr_event event;
+	struct conn_key conn_key;
+	struct conn_value conn_value;
 	struct maglev_chunk chunk; /* clang leaves a struct seen only through a map's inner value as a forward */
 };
 

@@ -20,6 +20,21 @@
 #define MAGLEV_M 65537
 #endif
 
+/* TCP flows the connection table holds; the least recently used go first when it is full. */
+#ifndef MAX_CONNS
+#define MAX_CONNS 262144
+#endif
+
+/* Seconds a tracked TCP flow may be idle before its record no longer binds it (LVS's established timeout). */
+#ifndef CONN_IDLE_TIMEOUT_S
+#define CONN_IDLE_TIMEOUT_S 900
+#endif
+
+/* Seconds a flow keeps its backend after a FIN or RST, for the retransmissions and last ACKs of the close. */
+#ifndef CONN_CLOSING_TIMEOUT_S
+#define CONN_CLOSING_TIMEOUT_S 10
+#endif
+
 /* Egress interfaces other than the ingress one that backends may sit behind. */
 #ifndef MAX_TX_PORTS
 #define MAX_TX_PORTS 64

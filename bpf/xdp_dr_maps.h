@@ -70,6 +70,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } stats SEC(".maps");
 
+/* enum xdp_dr_event -> how often (bytes unused). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XDP_DR_EV_MAX);
+	__type(key, __u32);
+	__type(value, struct counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} events SEC(".maps");
+
 /* Service id -> packets and bytes forwarded for it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -87,6 +96,17 @@ struct {
 	__type(value, struct counter);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backend_stats SEC(".maps");
+
+/* TCP flow -> the backend it was given. Per-CPU LRU lists: a CPU that needs room takes it from its own list,
+ * with no lock shared between CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(max_entries, MAX_CONNS);
+	__type(key, struct conn_key);
+	__type(value, struct conn_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conns SEC(".maps");
 
 /* Backend id -> what the control plane knows about it (address, service, weight); never read here. */
 struct {

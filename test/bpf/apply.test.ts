@@ -7,31 +7,18 @@ import path from 'node:path';
 import { fork } from 'node:child_process';
 import { testRun, XDP_ACTION } from '../../loader/src/libbpf';
 import { Dataplane, PROG_PIN } from '../../loader/src/dataplane/dataplane';
-import { validateConfig, type Service } from '../../loader/src/config';
 import { prepare, apply } from '../../loader/src/lb/change';
 import { Journal, ApplyError } from '../../loader/src/lb/apply';
 import { planIsEmpty } from '../../loader/src/lb/plan';
 import { readState } from '../../loader/src/lb/state';
 import { buildMaglevTable } from '../../loader/src/maglev';
 import { buildFrame, macToString } from '../../loader/src/packet';
-import { withDataplane, stateDigest, snapshot, delta } from '../lib/dataplane';
+import { withLb, servicesOf, stateDigest, snapshot, delta } from '../lib/dataplane';
 import type { RawService } from '../../loader/src/lb/desired';
 
 const mac = (n: number) => `02:00:00:00:00:${n.toString(16).padStart(2, '0')}`;
 const be = (n: number, weight = 1) => ({ address: `10.1.0.${n}`, mac: mac(n), weight });
 const web = (backends: RawService['backends'], hash = 'l4'): RawService => ({ vip: '10.0.0.80', port: 80, protocol: 'tcp', hash, backends });
-
-function services(list: RawService[]): Service[] {
-  return validateConfig({ hash_seed: 7, interfaces: [{ name: 'lo', mode: 'native' }], services: list }).services;
-}
-
-async function withLb<T>(fn: (dp: Dataplane, change: (s: RawService[], failAt?: number) => Promise<ReturnType<typeof apply>>) => Promise<T>): Promise<T> {
-  return withDataplane(async (dp) => {
-    dp.lbInfo.update(0, { ...dp.lbInfo.lookup(0)!, ifindex: 1, mode: 1 });
-    const change = async (s: RawService[], failAt?: number) => apply(await prepare({ iface: 'lo', dp }, services(s)), new Journal(failAt));
-    return fn(dp, change);
-  }, { hashSeed: 7 });
-}
 
 function forward(dp: Dataplane, src: string, sport: number, dst = '10.0.0.80', dport = 80): { action: number; mac: string } {
   const r = testRun(dp.progFd!, { data: buildFrame({ src, dst, sport, dport, proto: 'tcp' }) });
@@ -56,7 +43,7 @@ test('an applied config reads back from the maps alone, and applying it again pl
       ],
     );
     assert.equal(st.hashSeed, 7);
-    const again = await prepare({ iface: 'lo', dp }, services(want));
+    const again = await prepare({ iface: 'lo', dp }, servicesOf(want));
     assert.ok(planIsEmpty(again.plan), `second apply planned: ${JSON.stringify(again.plan.changes)}`);
 
     // The program forwards by the table the control plane computed from (address, id, weight).
@@ -79,7 +66,7 @@ test('ids stay with what keeps existing; removing 1 of 10 backends moves about a
     const ten = Array.from({ length: 10 }, (_, i) => be(i + 1));
     await change([web(ten)]);
     const before = readState(dp).services[0];
-    const prepared = await prepare({ iface: 'lo', dp }, services([web(ten.slice(1))]));
+    const prepared = await prepare({ iface: 'lo', dp }, servicesOf([web(ten.slice(1))]));
     const [d] = prepared.plan.disruption;
     assert.ok(d.slots / d.of > 0.08 && d.slots / d.of < 0.13, `moved ${d.slots}/${d.of}`);
     const stats = apply(prepared, new Journal());
@@ -143,7 +130,7 @@ test('a write that fails at any point rolls every earlier write back: the maps a
   async function applyCount(dp: Dataplane, s: RawService[]): Promise<number> {
     const before = stateDigest(dp);
     const j = new Journal();
-    apply(await prepare({ iface: 'lo', dp }, services(s)), j);
+    apply(await prepare({ iface: 'lo', dp }, servicesOf(s)), j);
     j.rollback(new Error('counting only'), 'count');
     assert.deepEqual(stateDigest(dp), before, 'a full rollback restores the state too');
     return j.count;

@@ -17,9 +17,9 @@ test('raw maps check buffer lengths against the kernel map', async () => {
   await withDataplane((dp) => {
     const raw = dp.backends.raw;
     assert.equal(raw.info.keySize, 4);
-    assert.equal(raw.info.valueSize, 16);
+    assert.equal(raw.info.valueSize, 20);
     assert.throws(() => raw.lookup(Buffer.alloc(3)), /map 'backends': key is 3 bytes, the kernel map takes 4/);
-    assert.throws(() => raw.update(Buffer.alloc(4), Buffer.alloc(15)), /value is 15 bytes, the kernel map takes 16/);
+    assert.throws(() => raw.update(Buffer.alloc(4), Buffer.alloc(19)), /value is 19 bytes, the kernel map takes 20/);
   });
 });
 
@@ -45,10 +45,10 @@ test('batch update and batch read of an array', async () => {
   await withDataplane((dp) => {
     const n = 1000;
     const keys = Buffer.alloc(n * 4);
-    const values = Buffer.alloc(n * 16);
+    const values = Buffer.alloc(n * 20);
     for (let i = 0; i < n; i++) {
       keys.writeUInt32LE(i + 1, i * 4);
-      values.writeUInt32LE(0xabc00000 + i, i * 16 + 12);
+      values.writeUInt32LE(0xabc00000 + i, i * 20 + 12);
     }
     dp.backends.raw.updateBatch(keys, values);
     const all = dp.backends.raw.lookupAll(333);

@@ -61,10 +61,10 @@ test('service and backend verbs change the running load balancer; list shows it 
   lab.ok('backend', 'add', '[fd77::100]:443/tcp', 'fd77::11');
 
   const human = lab.ok('list');
-  assert.match(human, /^TCP  10\.77\.0\.100:80 +l4$/m);
+  assert.match(human, /^TCP  10\.77\.0\.100:80 +l4 conn-table$/m);
   assert.match(human, new RegExp(`^  -> 10\\.77\\.0\\.11 +${lab.rsMac}\\* +Route +1 +active$`, 'm'));
   assert.match(human, /^  -> 10\.77\.0\.12 +02:00:00:00:00:12 +Route +2 +active$/m);
-  assert.match(human, /^TCP  \[fd77::100\]:443 +l3$/m);
+  assert.match(human, /^TCP  \[fd77::100\]:443 +l3 conn-table$/m);
 
   const [lb] = listJson().load_balancers;
   assert.equal(lb.interface, 'lb0');

@@ -6,11 +6,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import { BPFFS } from '../../loader/src/dataplane/dataplane';
 import { Topology, VIP4, VIP6, Host } from '../../loader/src/lab/topology';
 
 const CLI = path.resolve(__dirname, '../../loader/src/cli/main.js');
 const CLIENT = path.resolve(__dirname, '../../loader/src/lab/client.js');
+const HOLD = path.resolve(__dirname, '../../loader/src/lab/hold.js');
 const PIN_BASE = path.join(BPFFS, `xdp-dr-e2e-${process.pid}`);
 const topo = new Topology(`e${process.pid}`);
 const SVC4 = `${VIP4}:80/tcp`;
@@ -113,13 +115,80 @@ test('a backend removed live gets no new connections; added back, it gets its sh
   assertSpread(connect(VIP4, 600), ['rs1', 'rs2', 'rs3'], 600);
 });
 
-test('a drained backend gets no new connections', () => {
+/** An open connection to the VIP: its first answer, and a way to ask again on the same connection. */
+async function hold(vip: string, localPort: number): Promise<{ first: Answer; again: () => Promise<Answer> }> {
+  const child = topo.spawn(topo.client.ns, process.execPath, [HOLD, vip, String(localPort)]);
+  const lines = readline.createInterface({ input: child.stdout! });
+  const queue: Answer[] = [];
+  const waiters: ((a: Answer) => void)[] = [];
+  lines.on('line', (l) => {
+    const a = JSON.parse(l) as Answer;
+    const w = waiters.shift();
+    if (w) w(a);
+    else queue.push(a);
+  });
+  const next = (): Promise<Answer> =>
+    new Promise((resolve, reject) => {
+      const q = queue.shift();
+      if (q) return resolve(q);
+      const timer = setTimeout(() => reject(new Error('no answer within 5 s')), 5000);
+      waiters.push((a) => {
+        clearTimeout(timer);
+        resolve(a);
+      });
+    });
+  const first = await next();
+  return {
+    first,
+    again: () => {
+      child.stdin!.write('again\n');
+      return next();
+    },
+  };
+}
+
+interface Answer {
+  server?: string;
+  localPort?: number;
+  error?: string;
+}
+
+test('a drained backend gets no new connections while its open ones keep working', async () => {
+  // Open connections until a few of them landed on rs3.
+  const held = [];
+  for (let i = 0; i < 40 && held.length < 3; i++) {
+    const h = await hold(VIP4, clientPort++);
+    assert.equal(h.first.error, undefined);
+    if (h.first.server === 'rs3') held.push(h);
+  }
+  assert.ok(held.length >= 1, 'some connection landed on rs3');
   cli(topo.lb, 'backend', 'drain', SVC4, topo.realServers[2].ip4);
   const drained = connect(VIP4, 300);
   assert.equal(drained.rs3 ?? 0, 0, `rs3 is drained: ${JSON.stringify(drained)}`);
   assertSpread(drained, ['rs1', 'rs2'], 300);
+  for (const h of held) {
+    const a = await h.again();
+    assert.deepEqual(a, { server: 'rs3', localPort: h.first.localPort }, 'the open connection still reaches rs3');
+  }
   cli(topo.lb, 'backend', 'edit', SVC4, topo.realServers[2].ip4, '--weight', '1');
   assertSpread(connect(VIP4, 600), ['rs1', 'rs2', 'rs3'], 600);
+});
+
+test('open connections survive adding a backend and changing weights', async () => {
+  for (const rs of topo.realServers) cli(topo.lb, 'backend', 'edit', SVC4, rs.ip4, '--weight', '1');
+  const held = [];
+  for (let i = 0; i < 12; i++) held.push(await hold(VIP4, clientPort++));
+  cli(topo.lb, 'service', 'add', '10.100.0.100:8080/tcp'); // an unrelated change on the way
+  cli(topo.lb, 'backend', 'edit', SVC4, topo.realServers[0].ip4, '--weight', '5');
+  cli(topo.lb, 'backend', 'del', SVC4, topo.realServers[1].ip4);
+  for (const h of held) {
+    const a = await h.again();
+    if (h.first.server === 'rs2') continue; // its backend was removed: that connection may break
+    assert.deepEqual(a, { server: h.first.server, localPort: h.first.localPort });
+  }
+  cli(topo.lb, 'backend', 'add', SVC4, topo.realServers[1].ip4);
+  cli(topo.lb, 'backend', 'edit', SVC4, topo.realServers[0].ip4, '--weight', '1');
+  cli(topo.lb, 'service', 'del', '10.100.0.100:8080/tcp');
 });
 
 test('IPv6: 600 connections spread within ±20%, a removed backend gets none, added back it gets its share', () => {

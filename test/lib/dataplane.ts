@@ -7,6 +7,10 @@ import { serviceKeyOf, SERVICE_FLAG, Counter } from '../../loader/src/dataplane/
 import { buildMaglevTable } from '../../loader/src/maglev';
 import { ipToBytes, macToBytes } from '../../loader/src/packet';
 import { BuildOptions } from '../../loader/src/dataplane/build';
+import { validateConfig, type Service } from '../../loader/src/config';
+import { prepare, apply } from '../../loader/src/lb/change';
+import { Journal, type ApplyStats } from '../../loader/src/lb/apply';
+import type { RawService } from '../../loader/src/lb/desired';
 
 export const LB_MAC = '02:00:00:00:1b:01';
 let seq = 0;
@@ -42,7 +46,7 @@ export interface TestService {
 /** Writes a service the way the control plane does: backends first, then the table, then the service key. */
 export function installService(dp: Dataplane, s: TestService): Uint32Array {
   for (const b of s.backends)
-    dp.backends.update(b.id, { dst_mac: macToBytes(b.mac), src_mac: macToBytes(LB_MAC), ifindex: b.ifindex ?? 0 });
+    dp.backends.update(b.id, { dst_mac: macToBytes(b.mac), src_mac: macToBytes(LB_MAC), ifindex: b.ifindex ?? 0, gen: b.id });
   const table = buildMaglevTable(
     s.backends.map((b) => ({ id: b.id, key: b.ip, weight: b.weight ?? 1 })),
     dp.limits.tableSize,
@@ -114,4 +118,26 @@ export function stateDigest(dp: Dataplane, opts: { withTableIds?: boolean } = {}
     });
   }
   return digest;
+}
+
+/** Services as the control plane takes them (the config file's shape), checked by the config rules. */
+export function servicesOf(list: RawService[], hashSeed = 7): Service[] {
+  return validateConfig({ hash_seed: hashSeed, interfaces: [{ name: 'lo', mode: 'native' }], services: list }).services;
+}
+
+export type Change = (s: RawService[], failAt?: number) => Promise<ApplyStats>;
+
+/**
+ * A load balancer bound to `lo` without attaching anything: changes go through the real plan and journal,
+ * which only need the interface's index and MAC; backends get their MACs given, so no neighbour lookup runs.
+ */
+export async function withLb<T>(fn: (dp: Dataplane, change: Change) => Promise<T>, opts: { build?: BuildOptions } = {}): Promise<T> {
+  return withDataplane(
+    async (dp) => {
+      dp.lbInfo.update(0, { ...dp.lbInfo.lookup(0)!, ifindex: 1, mode: 1 });
+      const change: Change = async (s, failAt) => apply(await prepare({ iface: 'lo', dp }, servicesOf(s)), new Journal(failAt));
+      return fn(dp, change);
+    },
+    { hashSeed: 7, build: opts.build },
+  );
 }

@@ -215,6 +215,7 @@ test('the example file parses and normalises', () => {
         port: 80,
         protocol: 'tcp',
         hash: 'l4',
+        connTable: true,
         healthCheck: {
           type: 'http',
           intervalMs: 2000,
@@ -239,6 +240,7 @@ test('the example file parses and normalises', () => {
         port: 443,
         protocol: 'tcp',
         hash: 'l3',
+        connTable: true,
         healthCheck: { type: 'tcp', intervalMs: 5000, timeoutMs: 500, rise: 1, fall: 2, port: 443, target: 'real' },
         backends: [
           { address: '2001:db8::11', weight: 1 },
@@ -251,10 +253,11 @@ test('the example file parses and normalises', () => {
         port: 0,
         protocol: 'udp',
         hash: 'l4',
+        connTable: false,
         healthCheck: { type: 'tcp', intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, port: 53, target: 'vip' },
         backends: [{ address: '10.0.0.11', mac: '02:00:00:00:00:11', weight: 1 }],
       },
-      { vip: '10.0.0.200', family: 4, port: 8080, protocol: 'tcp', hash: 'l4', backends: [] },
+      { vip: '10.0.0.200', family: 4, port: 8080, protocol: 'tcp', hash: 'l4', connTable: true, backends: [] },
     ],
   };
   assert.deepEqual(cfg, expected);
@@ -283,6 +286,7 @@ test('minimal config: defaults filled, canonical addresses, lowercase MAC', () =
         port: 53,
         protocol: 'udp',
         hash: 'l4',
+        connTable: false,
         healthCheck: {
           type: 'http',
           intervalMs: 500,
@@ -409,4 +413,13 @@ test('loadConfigFile: problems are prefixed with the file name', () => {
 test('serviceName brackets IPv6 and canonicalises', () => {
   assert.equal(serviceName({ vip: '10.0.0.100', port: 80, protocol: 'tcp' }), '10.0.0.100:80/tcp');
   assert.equal(serviceName({ vip: '2001:db8:0::1', port: 80, protocol: 'tcp' }), '[2001:db8::1]:80/tcp');
+});
+
+test('conn_table: on by default for TCP, off for UDP, and only TCP can have it', () => {
+  const one = (extra: string, proto = 'tcp') => withServices(`  - vip: 10.0.0.100\n    port: 80\n    protocol: ${proto}\n${extra}    backends: []\n`);
+  assert.equal(parseConfig(one('')).services[0].connTable, true);
+  assert.equal(parseConfig(one('', 'udp')).services[0].connTable, false);
+  assert.equal(parseConfig(one('    conn_table: false\n')).services[0].connTable, false);
+  assert.throws(() => parseConfig(one('    conn_table: true\n', 'udp')), /services\[0\]\.conn_table: the connection table tracks TCP only/);
+  assert.throws(() => parseConfig(one('    conn_table: yes please\n')), /services\[0\]\.conn_table: must be true or false, got the string "yes please"/);
 });

@@ -343,6 +343,9 @@ function crossCheck(raw: unknown, opts: ValidateOptions): RawIssue[] {
       }
     });
 
+    if (svc.conn_table === true && protocol === 'udp')
+      add(['services', i, 'conn_table'], 'the connection table tracks TCP only; remove it or set it to false for a UDP service');
+
     const hc = asMapping(svc.health_check);
     if (hc) checkHealth(hc, ['services', i, 'health_check'], port, add);
   });
@@ -405,6 +408,7 @@ function normalise(f: ConfigFile): Config {
         port: s.port,
         protocol: s.protocol,
         hash: s.hash,
+        connTable: s.conn_table ?? s.protocol === 'tcp',
         backends: s.backends.map((b) => ({
           address: b.address.address,
           ...(b.mac !== undefined ? { mac: b.mac } : {}),

@@ -90,6 +90,8 @@ export interface Service {
   port: number;
   protocol: Protocol;
   hash: HashMode;
+  /** TCP flows keep their backend through table changes (the connection table). */
+  connTable: boolean;
   healthCheck?: HealthCheck;
   backends: Backend[];
 }
@@ -372,6 +374,12 @@ export const fields = {
     }),
   ),
   expectStatus: field(optional((v) => integer(v, 100, 599))),
+  connTable: field(
+    optional((v) => {
+      if (typeof v !== 'boolean') fail(`must be true or false, got ${describeValue(v)}`);
+      return v;
+    }),
+  ),
   checkTarget: field(withDefault((v) => oneOf(v, CHECK_TARGETS, 'real | vip'), DEFAULTS.target)),
 };
 
@@ -462,6 +470,8 @@ export const serviceSchema = mapping(
     port: fields.port,
     protocol: fields.protocol,
     hash: fields.hash,
+    // Default: on for TCP (a backend change then moves no open connection), off for UDP.
+    conn_table: fields.connTable,
     health_check: healthCheckSchema.optional(),
     // Absent = no backend: the service exists and its packets go to the kernel.
     backends: list(backendSchema).optional().transform((b) => b ?? []),

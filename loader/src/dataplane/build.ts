@@ -15,7 +15,12 @@ export interface BuildOptions {
   MAX_BACKENDS?: number;
   MAGLEV_M?: number;
   MAX_TX_PORTS?: number;
+  MAX_CONNS?: number;
+  CONN_IDLE_TIMEOUT_S?: number;
+  CONN_CLOSING_TIMEOUT_S?: number;
 }
+
+const OPTION_NAMES = ['MAX_SERVICES', 'MAX_BACKENDS', 'MAGLEV_M', 'MAX_TX_PORTS', 'MAX_CONNS', 'CONN_IDLE_TIMEOUT_S', 'CONN_CLOSING_TIMEOUT_S'];
 
 const ARCH_INCLUDE = `/usr/include/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`;
 
@@ -34,8 +39,7 @@ function newestSource(): number {
 function validate(defines: BuildOptions): void {
   for (const [k, v] of Object.entries(defines)) {
     if (v === undefined) continue;
-    if (!['MAX_SERVICES', 'MAX_BACKENDS', 'MAGLEV_M', 'MAX_TX_PORTS'].includes(k))
-      throw new Error(`unknown build option ${k}: use MAX_SERVICES, MAX_BACKENDS, MAGLEV_M or MAX_TX_PORTS`);
+    if (!OPTION_NAMES.includes(k)) throw new Error(`unknown build option ${k}: use one of ${OPTION_NAMES.join(', ')}`);
     if (!Number.isInteger(v) || v < 1 || v > 1 << 24) throw new Error(`build option ${k}=${v} must be an integer in 1..16777216`);
   }
 }

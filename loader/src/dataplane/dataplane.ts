@@ -7,8 +7,8 @@ import {
 } from '../libbpf';
 import { MapCreateOpts } from '../libbpf/ffi';
 import {
-  FAMILY, serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo, maglevChunk, MAGLEV_CHUNK,
-  ServiceKey, ServiceInfo, BackendInfo, Counter, BackendMeta, LbInfo,
+  FAMILY, serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo, maglevChunk, MAGLEV_CHUNK, connKey, connValue,
+  ServiceKey, ServiceInfo, BackendInfo, Counter, BackendMeta, LbInfo, ConnKey, ConnValue,
 } from './layout';
 import { createHash } from 'node:crypto';
 import { ensureObject, BuildOptions } from './build';
@@ -20,7 +20,7 @@ export const PROGRAM = 'xdp_dr';
 
 const MAP_NAMES = [
   'services', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats',
-  'backend_meta', 'lb_info',
+  'backend_meta', 'lb_info', 'conns', 'events',
 ] as const;
 /** The program is pinned beside its maps so that any process can test-run exactly what the interface runs. */
 export const PROG_PIN = 'prog';
@@ -80,6 +80,9 @@ export class Dataplane {
   readonly vipFilter: TypedMap<number, bigint>;
   readonly backendMeta: TypedMap<number, BackendMeta>;
   readonly lbInfo: TypedMap<number, LbInfo>;
+  readonly conns: TypedMap<ConnKey, ConnValue>;
+  /** enum xdp_dr_event -> count (packets field). */
+  readonly events: PerCpuMap<number, Counter>;
   readonly limits: Limits;
   /** Global counter slots by name (TX, PASS_NO_SERVICE, ...), from enum xdp_dr_stat in the object's BTF. */
   statIds = new Map<string, number>();
@@ -100,6 +103,8 @@ export class Dataplane {
     this.vipFilter = new TypedMap(maps.vip_filter, u32, u64);
     this.backendMeta = new TypedMap(maps.backend_meta, u32, backendMeta);
     this.lbInfo = new TypedMap(maps.lb_info, u32, lbInfo);
+    this.conns = new TypedMap(maps.conns, connKey, connValue);
+    this.events = new PerCpuMap(maps.events, u32, counter);
     this.limits = {
       maxServices: maps.services.info.maxEntries,
       maxBackends: maps.backends.info.maxEntries,

@@ -18,6 +18,25 @@ export const backendInfo = struct('backend_info', [
   ['dst_mac', bytes(6)],
   ['src_mac', bytes(6)],
   ['ifindex', u32],
+  ['gen', u32],
+] as const);
+
+export const connKey = struct('conn_key', [
+  ['src', bytes(16)],
+  ['dst', bytes(16)],
+  ['sport', be16],
+  ['dport', be16],
+  ['proto', u8],
+  ['family', u8],
+  ['reserved', u16],
+] as const);
+
+export const connValue = struct('conn_value', [
+  ['backend', u32],
+  ['gen', u32],
+  ['service', u32],
+  ['seen', u32],
+  ['state', u32],
 ] as const);
 
 export const counter = struct('counter', [
@@ -46,7 +65,7 @@ export const lbInfo = struct('lb_info', [
 export const MAGLEV_CHUNK = 32;
 export const maglevChunk = struct('maglev_chunk', [['backend', bytes(2 * MAGLEV_CHUNK)]] as const);
 
-export const STRUCTS = [serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo, maglevChunk];
+export const STRUCTS = [serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo, maglevChunk, connKey, connValue];
 
 export type ServiceKey = ReturnType<typeof serviceKey.decode>;
 export type ServiceInfo = ReturnType<typeof serviceInfo.decode>;
@@ -54,10 +73,13 @@ export type BackendInfo = ReturnType<typeof backendInfo.decode>;
 export type Counter = ReturnType<typeof counter.decode>;
 export type BackendMeta = ReturnType<typeof backendMeta.decode>;
 export type LbInfo = ReturnType<typeof lbInfo.decode>;
+export type ConnKey = ReturnType<typeof connKey.decode>;
+export type ConnValue = ReturnType<typeof connValue.decode>;
 
 /** Values of enum xdp_dr_family and enum service_flag, checked against BTF like the structs. */
 export const FAMILY = { XDP_DR_AF_INET: 4, XDP_DR_AF_INET6: 6 } as const;
-export const SERVICE_FLAG = { SERVICE_F_HASH_L3: 1 } as const;
+export const SERVICE_FLAG = { SERVICE_F_HASH_L3: 1, SERVICE_F_CONN_TABLE: 2 } as const;
+export const CONN_STATE = { CONN_OPEN: 0, CONN_CLOSING: 1 } as const;
 export const BACKEND_FLAG = { BACKEND_F_IN_USE: 1, BACKEND_F_MAC_RESOLVED: 2 } as const;
 export const XDP_DR_MODE = { XDP_DR_MODE_NATIVE: 1, XDP_DR_MODE_GENERIC: 2, XDP_DR_MODE_OFFLOAD: 3 } as const;
 export const IPPROTO = { tcp: 6, udp: 17 } as const;

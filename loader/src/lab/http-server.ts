@@ -8,5 +8,7 @@ const server = http.createServer((req, res) => {
   res.setHeader('x-real-server', name);
   res.end(`${name}\n`);
 });
+// Long enough for a test or the demo to hold a connection open across a change of the load balancer.
+server.keepAliveTimeout = 120_000;
 server.listen(80, '::', () => process.stdout.write(`${name} listening on port 80\n`));
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -6,7 +6,7 @@ import { linkByIndex } from './netif';
 import { LbState } from './state';
 
 export interface RawBackend { address: string; mac?: string; weight: number; interface?: string }
-export interface RawService { vip: string; port: number; protocol: string; hash: string; backends: RawBackend[] }
+export interface RawService { vip: string; port: number; protocol: string; hash: string; conn_table?: boolean; backends: RawBackend[] }
 export interface RawConfig { hash_seed: number; interfaces: { name: string; mode: XdpMode }[]; services: RawService[] }
 
 export function rawFromState(iface: string, state: LbState): { raw: RawConfig; resolved: Set<string> } {
@@ -16,6 +16,7 @@ export function rawFromState(iface: string, state: LbState): { raw: RawConfig; r
     port: s.port,
     protocol: s.protocol,
     hash: s.hash,
+    conn_table: s.connTable,
     backends: s.backends.map((b) => {
       if (b.macResolved) resolved.add(b.address);
       const out: RawBackend = { address: b.address, mac: b.mac, weight: b.weight };

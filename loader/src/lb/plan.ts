@@ -2,6 +2,7 @@
 // any map is touched. Ids of services and backends that stay are kept, so their counters and Maglev slots
 // stay too; new ones get ids nobody used in this change, so a packet that still reads an old table never
 // reaches a backend that was just given to someone else.
+import { randomBytes } from 'node:crypto';
 import { Dataplane, Limits } from '../dataplane/dataplane';
 import { BACKEND_FLAG, FAMILY, SERVICE_FLAG, BackendInfo, BackendMeta, ServiceInfo, ServiceKey } from '../dataplane/layout';
 import { buildMaglevTable, diffTables } from '../maglev';
@@ -9,7 +10,7 @@ import { ipToBytes, macToBytes, macToString } from '../packet';
 import type { Service } from '../config';
 import { serviceName } from '../config';
 import { UsageError } from '../errors';
-import { LbState, ServiceState, BackendState, keyOf } from './state';
+import { LbState, BackendState, keyOf } from './state';
 import type { LinkInfo } from './netif';
 
 export interface MacChoice {
@@ -78,7 +79,7 @@ export interface Plan {
   disruption: { name: string; slots: number; of: number }[];
 }
 
-export const ZERO_INFO: BackendInfo = { dst_mac: Buffer.alloc(6), src_mac: Buffer.alloc(6), ifindex: 0 };
+export const ZERO_INFO: BackendInfo = { dst_mac: Buffer.alloc(6), src_mac: Buffer.alloc(6), ifindex: 0, gen: 0 };
 export const ZERO_META: BackendMeta = { addr: Buffer.alloc(16), service_id: 0, weight: 0, family: 0, flags: 0, reserved: 0 };
 
 export function planChange(input: PlanInput): Plan {
@@ -118,12 +119,16 @@ export function planChange(input: PlanInput): Plan {
   for (const [name, want] of wanted) {
     const cur = running.get(name);
     const id = cur ? cur.id : fresh(1, serviceIds)[0];
-    const info: ServiceInfo = { id, flags: want.hash === 'l3' ? SERVICE_FLAG.SERVICE_F_HASH_L3 : 0 };
+    const info = serviceInfoOf({ id, ...want });
     const sw: ServiceWrite = { id, name, key: keyOf(want), info, fresh: !cur };
-    if (!cur) plan.changes.push({ op: '+', kind: 'service', name, detail: `hash ${want.hash}` });
-    else if (cur.hash !== want.hash) {
+    const onOff = (b: boolean) => (b ? 'on' : 'off');
+    if (!cur) plan.changes.push({ op: '+', kind: 'service', name, detail: `hash ${want.hash}, conn table ${onOff(want.connTable)}` });
+    else if (cur.hash !== want.hash || cur.connTable !== want.connTable) {
       sw.infoBefore = serviceInfoOf(cur);
-      plan.changes.push({ op: '~', kind: 'service', name, detail: `hash ${cur.hash} -> ${want.hash}` });
+      const parts = [];
+      if (cur.hash !== want.hash) parts.push(`hash ${cur.hash} -> ${want.hash}`);
+      if (cur.connTable !== want.connTable) parts.push(`conn table ${onOff(cur.connTable)} -> ${onOff(want.connTable)}`);
+      plan.changes.push({ op: '~', kind: 'service', name, detail: parts.join(', ') });
     }
 
     const curBackends = new Map((cur?.backends ?? []).map((b) => [b.address, b]));
@@ -138,10 +143,13 @@ export function planChange(input: PlanInput): Plan {
       const old = curBackends.get(b.address);
       const bid = old ? old.id : fresh(1, backendIds)[0];
       curBackends.delete(b.address);
+      const prevInfo = old ? before(bid).info : undefined;
       const info: BackendInfo = {
         dst_mac: macToBytes(mac.mac),
         src_mac: macToBytes((out ?? ingress).mac),
         ifindex: out ? out.ifindex : 0,
+        // Kept for as long as this backend holds the id, so that its recorded flows stay with it.
+        gen: prevInfo?.gen || newGen(),
       };
       const addr = Buffer.alloc(16);
       ipToBytes(b.address).copy(addr);
@@ -200,12 +208,20 @@ export function formatPlan(p: Plan): string[] {
   return lines;
 }
 
-function serviceInfoOf(s: ServiceState): ServiceInfo {
-  return { id: s.id, flags: s.hash === 'l3' ? SERVICE_FLAG.SERVICE_F_HASH_L3 : 0 };
+/** Nonzero and unpredictable: a recorded flow matches only the backend it was recorded for. */
+function newGen(): number {
+  return randomBytes(4).readUInt32LE(0) || 1;
+}
+
+function serviceInfoOf(s: { id: number; hash: string; connTable: boolean }): ServiceInfo {
+  return {
+    id: s.id,
+    flags: (s.hash === 'l3' ? SERVICE_FLAG.SERVICE_F_HASH_L3 : 0) | (s.connTable ? SERVICE_FLAG.SERVICE_F_CONN_TABLE : 0),
+  };
 }
 
 function sameInfo(a: BackendInfo, b: BackendInfo): boolean {
-  return a.dst_mac.equals(b.dst_mac) && a.src_mac.equals(b.src_mac) && a.ifindex === b.ifindex;
+  return a.dst_mac.equals(b.dst_mac) && a.src_mac.equals(b.src_mac) && a.ifindex === b.ifindex && a.gen === b.gen;
 }
 
 function sameMeta(a: BackendMeta, b: BackendMeta): boolean {

@@ -25,6 +25,7 @@ export interface ServiceState {
   port: number;
   protocol: Protocol;
   hash: HashMode;
+  connTable: boolean;
   /** Whether a live Maglev table is installed. */
   hasTable: boolean;
   backends: BackendState[];
@@ -74,6 +75,7 @@ export function readState(dp: Dataplane): LbState {
       port: key.port,
       protocol,
       hash: si.flags & SERVICE_FLAG.SERVICE_F_HASH_L3 ? 'l3' : 'l4',
+      connTable: !!(si.flags & SERVICE_FLAG.SERVICE_F_CONN_TABLE),
       hasTable: dp.hasTable(si.id),
       backends: [],
     });

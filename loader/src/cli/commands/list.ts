@@ -58,6 +58,7 @@ function lbView(iface: string, dp: Dataplane, st: LbState, a: Sample, b?: Sample
       port: s.port,
       protocol: s.protocol,
       hash: s.hash,
+      conn_table: s.connTable,
       id: s.id,
       table: s.hasTable,
       ...figures(s.id, 'services', a, b),
@@ -105,10 +106,11 @@ function human(v: View, o: Opts): void {
     }
     return;
   }
-  out(`${'Prot LocalAddress:Port'.padEnd(34)}Hash`);
+  out(`${'Prot LocalAddress:Port'.padEnd(34)}Hash Flags`);
   out(`${'  -> RealServer'.padEnd(34)}${'MAC'.padEnd(19)}${'Forward'.padEnd(18)}${'Weight'.padEnd(8)}State`);
   for (const s of v.services) {
-    out(`${`${s.protocol.toUpperCase().padEnd(4)} ${svcText(s)}`.padEnd(34)}${s.hash}${s.table ? '' : '  (no table installed)'}`);
+    const flags = [s.hash, ...(s.conn_table ? ['conn-table'] : []), ...(s.table ? [] : ['(no table installed)'])];
+    out(`${`${s.protocol.toUpperCase().padEnd(4)} ${svcText(s)}`.padEnd(34)}${flags.join(' ')}`);
     for (const b of s.backends) {
       const fwd = b.forward === 'tx' ? 'Route' : `Route via ${b.interface}`;
       const mac = `${b.mac}${b.mac_source === 'neighbour' ? '*' : ''}`;

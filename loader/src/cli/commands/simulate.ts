@@ -20,7 +20,8 @@ export function simulateCommand(): Command {
     addLbOption(new Command('simulate'))
       .description(
         'show which real server a flow goes to, by running one packet of it through the loaded program ' +
-          '(BPF_PROG_TEST_RUN; that packet is counted in the statistics like any other)',
+          '(BPF_PROG_TEST_RUN). That packet counts in the statistics, and on a service with a connection table it ' +
+          'is recorded like any SYN, so an existing record for the flow is what answers',
       )
       .argument('<client>', 'client ADDRESS:PORT, e.g. 198.51.100.7:40000')
       .argument('<service>', 'VIP:PORT/PROTO, e.g. 10.0.0.100:80/tcp')

@@ -1,0 +1,118 @@
+// The connection table in the real kernel: a TCP flow keeps the backend it was given while the Maglev table
+// changes under it (added backends, weights, drains); only the removal of its own backend moves it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { testRun, XDP_ACTION } from '../../loader/src/libbpf';
+import { Dataplane } from '../../loader/src/dataplane/dataplane';
+import { CONN_STATE } from '../../loader/src/dataplane/layout';
+import { buildFrame, ipToBytes, macToString, TCP_FLAGS } from '../../loader/src/packet';
+import { withLb } from '../lib/dataplane';
+import type { RawService } from '../../loader/src/lb/desired';
+
+const mac = (n: number) => `02:00:00:00:00:${n.toString(16).padStart(2, '0')}`;
+const be = (n: number, weight = 1) => ({ address: `10.1.0.${n}`, mac: mac(n), weight });
+const svc = (vip: string, backends: RawService['backends'], connTable?: boolean): RawService => ({
+  vip, port: 80, protocol: 'tcp', hash: 'l4', ...(connTable === undefined ? {} : { conn_table: connTable }), backends,
+});
+const TRACKED = '10.0.0.80';
+const UNTRACKED = '10.0.0.81';
+const FLOWS = Array.from({ length: 400 }, (_, i) => ({ src: `198.51.${100 + (i >> 8)}.${i & 255}`, sport: 30000 + i }));
+
+function send(dp: Dataplane, vip: string, f: { src: string; sport: number }, flags: number): { action: number; mac: string } {
+  const r = testRun(dp.progFd!, { data: buildFrame({ src: f.src, dst: vip, sport: f.sport, dport: 80, proto: 'tcp', tcpFlags: flags }) });
+  return { action: r.retval, mac: macToString(r.data, 0) };
+}
+const syn = (dp: Dataplane, vip: string, f: { src: string; sport: number }) => send(dp, vip, f, TCP_FLAGS.SYN).mac;
+const ack = (dp: Dataplane, vip: string, f: { src: string; sport: number }) => send(dp, vip, f, TCP_FLAGS.ACK).mac;
+
+function events(dp: Dataplane): { hit: number; fresh: number } {
+  const all = dp.events.all();
+  return { hit: Number(Dataplane.sum(all.get(0)).packets), fresh: Number(Dataplane.sum(all.get(1)).packets) };
+}
+
+test('adding a backend moves no open flow on a tracked service; without the table some move', async (t) => {
+  await withLb(async (dp, change) => {
+    const four = [1, 2, 3, 4].map((n) => be(n));
+    await change([svc(TRACKED, four), svc(UNTRACKED, four, false)]);
+    const before = FLOWS.map((f) => [syn(dp, TRACKED, f), syn(dp, UNTRACKED, f)]);
+    assert.equal(events(dp).fresh, FLOWS.length, 'one record per flow of the tracked service, none for the other');
+    await change([svc(TRACKED, [...four, be(5)]), svc(UNTRACKED, [...four, be(5)], false)]);
+    const tracked = FLOWS.filter((f, i) => ack(dp, TRACKED, f) !== before[i][0]).length;
+    const untracked = FLOWS.filter((f, i) => ack(dp, UNTRACKED, f) !== before[i][1]).length;
+    t.diagnostic(`adding a 5th backend moved ${tracked} of ${FLOWS.length} tracked flows and ${untracked} untracked ones`);
+    assert.equal(tracked, 0);
+    assert.ok(untracked > FLOWS.length * 0.1, `Maglev alone moves about 1/5: ${untracked}`);
+    // New flows use the new table, so the new backend gets its share.
+    const fresh = FLOWS.map((f) => syn(dp, TRACKED, { ...f, sport: f.sport + 10000 }));
+    assert.ok(fresh.filter((m) => m === mac(5)).length > FLOWS.length * 0.1);
+  });
+});
+
+test('weight changes and drains move no open flow; a drained backend gets no new flow', async () => {
+  await withLb(async (dp, change) => {
+    await change([svc(TRACKED, [be(1), be(2), be(3)])]);
+    const before = FLOWS.map((f) => syn(dp, TRACKED, f));
+    assert.ok(before.filter((m) => m === mac(2)).length > 50, 'backend 2 holds flows to keep');
+    await change([svc(TRACKED, [be(1, 5), be(2, 0), be(3)])]);
+    assert.deepEqual(FLOWS.map((f) => ack(dp, TRACKED, f)), before, 'every open flow stayed, also those on the drained backend');
+    const fresh = FLOWS.map((f) => syn(dp, TRACKED, { ...f, sport: f.sport + 20000 }));
+    assert.equal(fresh.filter((m) => m === mac(2)).length, 0, 'no new flow on the drained backend');
+  });
+});
+
+test('removing a backend moves exactly its flows', async () => {
+  await withLb(async (dp, change) => {
+    await change([svc(TRACKED, [be(1), be(2), be(3), be(4)])]);
+    const before = FLOWS.map((f) => syn(dp, TRACKED, f));
+    await change([svc(TRACKED, [be(1), be(2), be(4)])]);
+    const after = FLOWS.map((f) => ack(dp, TRACKED, f));
+    FLOWS.forEach((_, i) => {
+      if (before[i] === mac(3)) assert.notEqual(after[i], mac(3), 'a flow of the removed backend moved');
+      else assert.equal(after[i], before[i], 'a flow of another backend stayed');
+    });
+    // Re-adding the address makes a new backend (a new gen): its old flows, now elsewhere, stay where they went.
+    await change([svc(TRACKED, [be(1), be(2), be(3), be(4)])]);
+    assert.deepEqual(FLOWS.map((f) => ack(dp, TRACKED, f)), after);
+  });
+});
+
+test('FIN and RST mark a record closing; a new SYN on a closing record picks afresh; an RST opens nothing', async () => {
+  await withLb(async (dp, change) => {
+    await change([svc(TRACKED, [be(1), be(2), be(3)])]);
+    const f = FLOWS[0];
+    const first = syn(dp, TRACKED, f);
+    const key = {
+      src: Buffer.concat([ipToBytes(f.src), Buffer.alloc(12)]), dst: Buffer.concat([ipToBytes(TRACKED), Buffer.alloc(12)]),
+      sport: f.sport, dport: 80, proto: 6, family: 4, reserved: 0,
+    };
+    assert.equal(dp.conns.lookup(key)?.state, CONN_STATE.CONN_OPEN);
+    assert.equal(send(dp, TRACKED, f, TCP_FLAGS.FIN | TCP_FLAGS.ACK).mac, first);
+    assert.equal(dp.conns.lookup(key)?.state, CONN_STATE.CONN_CLOSING);
+    assert.equal(send(dp, TRACKED, f, TCP_FLAGS.ACK).mac, first, 'the last ACK of the close still goes to the same backend');
+    const recorded = events(dp).fresh;
+    syn(dp, TRACKED, f);
+    assert.equal(events(dp).fresh, recorded + 1, 'a SYN on a closing record makes a new record');
+    assert.equal(dp.conns.lookup(key)?.state, CONN_STATE.CONN_OPEN);
+
+    const stray = { src: '203.0.113.9', sport: 4242 };
+    assert.equal(send(dp, TRACKED, stray, TCP_FLAGS.RST).action, XDP_ACTION.TX, 'an RST is still forwarded');
+    assert.equal(dp.conns.lookup({ ...key, src: Buffer.concat([ipToBytes(stray.src), Buffer.alloc(12)]), sport: stray.sport }), undefined);
+  });
+});
+
+test('a record idle longer than the timeout no longer binds its flow', async () => {
+  await withLb(
+    async (dp, change) => {
+      await change([svc(TRACKED, [be(1), be(2), be(3)])]);
+      const before = FLOWS.map((f) => syn(dp, TRACKED, f));
+      await change([svc(TRACKED, [be(1), be(2), be(3), be(4)])]);
+      assert.deepEqual(FLOWS.map((f) => ack(dp, TRACKED, f)), before, 'bound while fresh');
+      // The clock is read in units of 2^30 ns, so a timeout of 1 has surely passed after 2.2 s.
+      await new Promise((r) => setTimeout(r, 2200));
+      const after = FLOWS.map((f) => ack(dp, TRACKED, f));
+      assert.ok(after.some((m, i) => m !== before[i]), 'idle flows follow the new table');
+      assert.ok(after.some((m) => m === mac(4)));
+    },
+    { build: { CONN_IDLE_TIMEOUT_S: 1 } },
+  );
+});
