@@ -23,10 +23,9 @@ build: ts bpf
 test: build
 	$(Q)$(NODE) --test --test-concurrency=1 dist/test/*/*.test.js
 
+# The default set; each kind prints a table and keeps its results under bench-results/.
 bench: build
-	$(Q)$(NODE) dist/loader/src/bench/micro.js
-	$(Q)echo
-	$(Q)$(NODE) dist/loader/src/bench/control.js
+	$(Q)for kind in micro live control maglev; do bin/xdp-dr bench $$kind || exit 1; echo; done
 
 demo: build
 	$(Q)$(NODE) dist/loader/src/demo.js
