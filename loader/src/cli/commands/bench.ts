@@ -8,6 +8,10 @@ import { runLive, LIVE_DEFAULTS } from '../../bench/live';
 import { runControl, CONTROL_DEFAULTS } from '../../bench/control';
 import { runMaglev, MAGLEV_DEFAULTS } from '../../bench/maglev';
 import { liveChart } from '../../bench/chart';
+import { pktgenAvailable, pktgenCommands, runPktgen, PKTGEN_DIR } from '../../bench/pktgen';
+import { UsageError } from '../../errors';
+import { ipToBytes, macToBytes } from '../../packet';
+import { chooseInterface, openLb, requireLink } from '../../lb/instance';
 import { examples, out } from '../common';
 
 const int = (min: number, max: number) => (v: string) => {
@@ -76,6 +80,65 @@ function liveCommand(): Command {
     });
 }
 
+interface PktgenCli {
+  iface: string; vip: string; dstMac?: string; lb?: string; src: string; flows: number; size: number; threads: number; burst: number;
+  seconds: number; dryRun?: boolean; json?: boolean;
+}
+
+function pktgenCommand(): Command {
+  return new Command('pktgen')
+    .description(
+      "UDP from many flows to a VIP with the kernel's pktgen (/proc/net/pktgen), out of a real NIC or a veth; the " +
+        "forwarded rate comes from the load balancer's counters when it runs on this host (--lb). Kernels without pktgen: use 'bench live'",
+    )
+    .requiredOption('--iface <name>', 'interface pktgen sends from')
+    .requiredOption('--vip <ip:port>', 'IPv4 VIP and UDP port of a service, e.g. 10.0.0.100:53')
+    .option('--dst-mac <mac>', "the load balancer's MAC (default: the MAC of --lb)")
+    .option('--lb <iface>', 'the interface of a load balancer on this host whose counters give the forwarded rate')
+    .option('--src <ip>', 'first source address (flows take consecutive addresses, 64 ports each)', '198.18.0.1')
+    .option('--flows <n>', 'distinct source address/port pairs', int(1, 16_777_216), 10_000)
+    .option('--size <bytes>', 'frame size including the FCS', int(64, 9018), 64)
+    .option('--threads <n>', 'pktgen threads (CPUs), each on its own TX queue', int(1, 1024), 1)
+    .option('--burst <n>', 'frames per doorbell (xmit_more)', int(1, 1024), 32)
+    .option('--seconds <s>', 'measuring window', num(0.1, 3600), 5)
+    .option('--dry-run', 'print the /proc/net/pktgen writes instead of running them (works without pktgen)')
+    .option('--json', 'one JSON object per result')
+    .action(async (o: PktgenCli) => {
+      const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(o.vip);
+      if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new UsageError(`--vip '${o.vip}': write it as IPv4:PORT, e.g. 10.0.0.100:53`);
+      try {
+        ipToBytes(m[1]);
+        ipToBytes(o.src);
+        if (o.dstMac) macToBytes(o.dstMac);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      const lbIface = o.lb === undefined ? undefined : chooseInterface(o.lb);
+      const dstMac = o.dstMac ?? (lbIface ? requireLink(lbIface).mac : undefined);
+      if (!dstMac) throw new UsageError('give --dst-mac (the MAC of the load balancer) or --lb <iface> of a load balancer on this host');
+      const opts = {
+        iface: o.iface, vip: m[1], port: Number(m[2]), dstMac, srcBase: o.src, flows: o.flows, size: o.size, threads: o.threads,
+        burst: o.burst, seconds: o.seconds,
+      };
+      if (o.dryRun) {
+        for (const w of pktgenCommands(opts)) out(`echo '${w.command}' > ${PKTGEN_DIR}/${w.file}`);
+        out(`echo start > ${PKTGEN_DIR}/pgctrl   # blocks until: echo stop > ${PKTGEN_DIR}/pgctrl`);
+        return;
+      }
+      if (!pktgenAvailable()) {
+        out(`xdp-dr bench pktgen: this kernel has no pktgen (${PKTGEN_DIR} is missing and modprobe pktgen did not help); use 'xdp-dr bench live'`);
+        return;
+      }
+      const dp = lbIface ? openLb(lbIface) : undefined;
+      try {
+        const r = await runPktgen(opts, dp);
+        report('pktgen', `pktgen out of ${o.iface}, UDP to ${o.vip}, ${o.seconds} s`, r, !!o.json);
+      } finally {
+        dp?.close();
+      }
+    });
+}
+
 function controlCommand(): Command {
   return new Command('control')
     .description('time from wanted services to maps (plan + journaled writes) and the memory the maps take')
@@ -103,11 +166,13 @@ export function benchCommand(): Command {
     .description('benchmarks, each against a reference measured in the same run; results also go to bench-results/')
     .addCommand(microCommand())
     .addCommand(liveCommand())
+    .addCommand(pktgenCommand())
     .addCommand(controlCommand())
     .addCommand(maglevCommand());
   return examples(c, [
     'xdp-dr bench micro',
     'xdp-dr bench live --flows 1,10000,1000000 --size 64 --cpus 1',
+    'xdp-dr bench pktgen --iface eth1 --vip 10.0.0.100:53 --dst-mac 02:00:00:00:00:01 --flows 10000 --threads 2',
     'xdp-dr bench control --json',
     'xdp-dr bench maglev --backends 10,100,1000',
   ]);
