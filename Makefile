@@ -16,17 +16,16 @@ ts: setup
 
 # The clang flags live in one place (loader/src/dataplane/build.ts), which the loader also uses on demand.
 bpf: ts
-	$(Q)$(NODE) dist/loader/src/dataplane/build.js xdp_dr xdp_min xdp_pass
+	$(Q)$(NODE) dist/loader/src/dataplane/build.js xdp_dr xdp_min xdp_pass xdp_gen xdp_sink
 
 build: ts bpf
 
 test: build
 	$(Q)$(NODE) --test --test-concurrency=1 dist/test/*/*.test.js
 
+# The default set; each kind prints a table and keeps its results under bench-results/.
 bench: build
-	$(Q)$(NODE) dist/loader/src/bench/micro.js
-	$(Q)echo
-	$(Q)$(NODE) dist/loader/src/bench/control.js
+	$(Q)for kind in micro live control maglev; do bin/xdp-dr bench $$kind || exit 1; echo; done
 
 demo: build
 	$(Q)$(NODE) dist/loader/src/demo.js

@@ -66,9 +66,28 @@ static __always_inline int maybe_vip(const struct flow *f)
 	return bits && ((*bits >> (low % 64)) & 1);
 }
 
+/* The index slot first; the hash map only for keys that share their slot with another service. */
+static __always_inline struct service_info *lookup_service(const struct service_key *key)
+{
+	const __u32 *k = (const void *)key;
+	__u32 slot = service_index_slot(k, key->port, key->proto, key->family, SERVICE_INDEX_BITS);
+	struct service_slot *s = bpf_map_lookup_elem(&service_index, &slot);
+	const __u32 *sk;
+
+	if (!s)
+		return NULL;
+	sk = (const void *)&s->key;
+	if (!((k[0] ^ sk[0]) | (k[1] ^ sk[1]) | (k[2] ^ sk[2]) | (k[3] ^ sk[3]) | (k[4] ^ sk[4])))
+		return &s->info;
+	if (s->flags & SERVICE_SLOT_F_OVERFLOW)
+		return bpf_map_lookup_elem(&services, key);
+	return NULL;
+}
+
 static __always_inline struct service_info *find_service(const struct flow *f)
 {
-	struct service_key key = {};
+	/* Read as five words by lookup_service. */
+	struct service_key key __attribute__((aligned(4))) = {};
 	struct service_info *svc;
 
 	__builtin_memcpy(key.addr, f->dst, 16);
@@ -76,12 +95,12 @@ static __always_inline struct service_info *find_service(const struct flow *f)
 	key.family = f->family;
 	if (f->has_ports) {
 		key.port = f->dport;
-		svc = bpf_map_lookup_elem(&services, &key);
+		svc = lookup_service(&key);
 		if (svc)
 			return svc;
 		key.port = 0;
 	}
-	return bpf_map_lookup_elem(&services, &key);
+	return lookup_service(&key);
 }
 
 static __always_inline void event(enum xdp_dr_event ev)

@@ -31,6 +31,19 @@ struct service_info {
 	__u32 flags; /* SERVICE_F_* */
 };
 
+/* The service index: a direct-mapped array in front of the `services` hash map, which stays the complete list.
+ * A slot holds a copy of the one service whose key hashes there; OVERFLOW says that other services hash to the
+ * same slot and are found in `services` only. One array lookup and a compare instead of a hash-map lookup. */
+enum service_slot_flag {
+	SERVICE_SLOT_F_OVERFLOW = 1 << 0,
+};
+
+struct service_slot {
+	struct service_key key; /* family 0: empty */
+	struct service_info info;
+	__u32 flags; /* SERVICE_SLOT_F_* */
+};
+
 /* Where a backend's frames go: dst MAC is the real server's, src MAC the egress interface's. */
 struct backend_info {
 	__u8 dst_mac[6];
@@ -105,6 +118,7 @@ struct maglev_chunk {
 enum xdp_dr_build {
 	XDP_DR_MAGLEV_M = MAGLEV_M,
 	XDP_DR_MAGLEV_CHUNK = MAGLEV_CHUNK,
+	XDP_DR_SERVICE_INDEX_BITS = SERVICE_INDEX_BITS,
 };
 
 /* Control-plane bookkeeping, never read by the program: what the CLI shows back and rebuilds tables from,
@@ -151,6 +165,7 @@ struct xdp_dr_enums {
 	enum xdp_dr_event event;
 	struct conn_key conn_key;
 	struct conn_value conn_value;
+	enum service_slot_flag slot_flag;
 	struct maglev_chunk chunk; /* clang leaves a struct seen only through a map's inner value as a forward */
 };
 

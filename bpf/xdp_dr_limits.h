@@ -7,6 +7,11 @@
 #define MAX_SERVICES 1024
 #endif
 
+/* The service index has 2^SERVICE_INDEX_BITS slots; 4x MAX_SERVICES keeps most services out of the overflow. */
+#ifndef SERVICE_INDEX_BITS
+#define SERVICE_INDEX_BITS 12
+#endif
+
 /* Backend ids run 1..MAX_BACKENDS-1; id 0 means "unset" in a Maglev table slot. Tables hold 16-bit ids. */
 #ifndef MAX_BACKENDS
 #define MAX_BACKENDS 4096

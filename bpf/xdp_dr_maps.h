@@ -16,6 +16,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } services SEC(".maps");
 
+/* Slot of a service key (service_index_slot in hash.h) -> that service, or OVERFLOW: look in `services`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << SERVICE_INDEX_BITS);
+	__type(key, __u32);
+	__type(value, struct service_slot);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} service_index SEC(".maps");
+
 /* Low 16 bits of a destination address -> one bit, set when some VIP ends in them: traffic that is not for
  * a VIP leaves after one inlined array lookup instead of two hash lookups. */
 struct {

@@ -7,14 +7,20 @@ import os from 'node:os';
 import path from 'node:path';
 import { Dataplane, PIN_BASE, createRing } from '../dataplane/dataplane';
 import { RawMap } from '../libbpf';
+import { BuildOptions } from '../dataplane/build';
+import { BenchResult, median, result } from './result';
 import { MAGLEV_CHUNK, maglevChunk } from '../dataplane/layout';
 import { validateConfig } from '../config';
 import { prepare, apply } from '../lb/change';
 import { Journal } from '../lb/apply';
 import type { RawService } from '../lb/desired';
 
-const RUNS = Number(process.env.BENCH_RUNS ?? 9);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+export interface ControlOptions {
+  runs: number;
+  log?: (line: string) => void;
+}
+
+export const CONTROL_DEFAULTS: ControlOptions = { runs: 9 };
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
 
 function mac(n: number): string {
@@ -35,12 +41,48 @@ function memlock(fd: number): number {
   return m ? Number(m[1]) : 0;
 }
 
-async function main(): Promise<void> {
+type Change = { total: number; plan: number; apply: number; slots: number };
+
+const MAP_LABELS = ['services', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats', 'backend_meta', 'lb_info'] as const;
+
+/** Memlock of every fixed map, and of one service's tables (live + standby), for a loaded dataplane with a table. */
+function memory(dp: Dataplane, serviceId: number): { fixed: number; perService: number; maps: Record<string, number> } {
+  const raw = {
+    services: dp.services.raw, vip_filter: dp.vipFilter.raw, rings: dp.rings, backends: dp.backends.raw, tx_ports: dp.txPorts.raw,
+    stats: dp.stats.raw, service_stats: dp.serviceStats.raw, backend_stats: dp.backendStats.raw, backend_meta: dp.backendMeta.raw,
+    lb_info: dp.lbInfo.raw,
+  };
+  const maps = Object.fromEntries(MAP_LABELS.map((n) => [n, memlock(raw[n].fd)]));
+  const inner = dp.rings.lookup(Buffer.from(new Uint32Array([serviceId]).buffer))!;
+  const ring = RawMap.fromId(inner.readUInt32LE(0), 'ring');
+  const perService = 2 * memlock(ring.fd);
+  ring.close();
+  return { fixed: Object.values(maps).reduce((a, b) => a + b, 0), perService, maps };
+}
+
+/** Map memory of a build holding `services` services, measured with one service installed. */
+function memoryOfBuild(build: BuildOptions, label: string, services: number): BenchResult {
+  const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `bench-control-${process.pid}-mem`), hashSeed: 1, build });
+  try {
+    dp.installTable(0, new Uint32Array(dp.limits.tableSize));
+    const m = memory(dp, 0);
+    return result(`map memory, ${label}`, (m.fixed + services * m.perService) / 2 ** 20, 'MiB', {
+      build, services, fixed_maps_bytes: m.fixed, per_service_bytes: m.perService, maps_bytes: m.maps, cpus: os.cpus().length,
+      how: 'memlock of every fixed map as loaded, plus services x (live + standby table) as measured for one service',
+    });
+  } finally {
+    dp.discard();
+  }
+}
+
+export async function runControl(opts: Partial<ControlOptions> = {}): Promise<BenchResult[]> {
+  const o = { ...CONTROL_DEFAULTS, ...opts };
   const pinDir = path.join(PIN_BASE, `bench-control-${process.pid}`);
   const dp = Dataplane.load({ pinDir, hashSeed: 1 });
+  const results: BenchResult[] = [];
   try {
     dp.lbInfo.update(0, { ...dp.lbInfo.lookup(0)!, ifindex: 1, mode: 1 });
-    const change = async (list: RawService[]) => {
+    const change = async (list: RawService[]): Promise<Change> => {
       const cfg = validateConfig({ hash_seed: 1, interfaces: [{ name: 'lo' }], services: list }, { limits: dp.limits });
       const t0 = process.hrtime.bigint();
       const p = await prepare({ iface: 'lo', dp }, cfg.services);
@@ -50,8 +92,6 @@ async function main(): Promise<void> {
       return { total: ms(t0), plan: planned, apply: ms(t1), slots: st.slotsWritten };
     };
     const M = dp.limits.tableSize;
-    console.log(`xdp-dr control-plane benchmark: median of ${RUNS} runs, Maglev M=${M}`);
-    console.log(`kernel ${os.release()}, ${os.cpus()[0]?.model ?? 'unknown CPU'}\n`);
 
     // Reference: one batch write of a whole table (every element) into a fresh table map.
     const ref: number[] = [];
@@ -61,8 +101,8 @@ async function main(): Promise<void> {
     for (let i = 0; i < n; i++) keys.writeUInt32LE(i, 4 * i);
     // One full table rewrite: 10 backends replaced by 10 never seen before, so every slot changes.
     await change([service(0, 10)]);
-    const full = [];
-    for (let r = 0; r < RUNS; r++) {
+    const full: Change[] = [];
+    for (let r = 0; r < o.runs; r++) {
       full.push(await change([service(0, 10, 20 * (r + 1))]));
       const ring = createRing(M, 0);
       const t0 = process.hrtime.bigint();
@@ -73,58 +113,43 @@ async function main(): Promise<void> {
     // Every flow moves in these changes; fewer than M writes happen where the standby table (two changes old)
     // already holds the wanted id by chance.
     await change([]);
+    const figures = (xs: Change[]) => ({
+      plan_ms: median(xs.map((x) => x.plan)), writes_ms: median(xs.map((x) => x.apply)), slots_written: median(xs.map((x) => x.slots)),
+      runs: xs.length, runs_ms: xs.map((x) => x.total),
+    });
+    results.push(result(`one ${M}-slot table, every slot to a new backend (plan + writes)`, median(full.map((f) => f.total)), 'ms',
+      { ...figures(full), table_size: M }, { name: `bare batch write of ${M} slots`, value: median(ref) }));
+    o.log?.(`  ${results[results.length - 1].name}: ${results[results.length - 1].value!.toFixed(1)} ms`);
 
     // 100 services of 10 backends: created from nothing, then one backend added to each.
-    const create = [];
-    const grow = [];
+    const create: Change[] = [];
+    const grow: Change[] = [];
     const hundred = Array.from({ length: 100 }, (_, i) => service(i, 10));
     const grown = hundred.map((s, i) => ({ ...s, backends: [...s.backends, service(i, 11).backends[10]] }));
-    for (let r = 0; r < Math.max(3, Math.ceil(RUNS / 2)); r++) {
+    for (let r = 0; r < Math.max(3, Math.ceil(o.runs / 2)); r++) {
       create.push(await change(hundred));
       grow.push(await change(grown));
       await change([]);
     }
+    results.push(result('100 services x 10 backends, from nothing', median(create.map((f) => f.total)), 'ms', figures(create)));
+    results.push(result('100 services, one backend added to each', median(grow.map((f) => f.total)), 'ms', figures(grow)));
+    o.log?.('  100-service changes done');
 
-    const row = (name: string, xs: { total: number; plan: number; apply: number; slots: number }[]) =>
-      console.log(
-        `${name.padEnd(44)} ${median(xs.map((x) => x.total)).toFixed(1).padStart(8)} ms  ` +
-          `(plan ${median(xs.map((x) => x.plan)).toFixed(1)} ms, writes ${median(xs.map((x) => x.apply)).toFixed(1)} ms, ` +
-          `${median(xs.map((x) => x.slots))} slots)`,
-      );
-    console.log('change (plan + journaled writes)                 median');
-    row(`one table, every slot to a new backend`, full);
-    console.log(`${`  reference: bare batch write of ${M} slots`.padEnd(44)} ${median(ref).toFixed(1).padStart(8)} ms  ` +
-      `(ratio ${(median(full.map((f) => f.apply)) / median(ref)).toFixed(1)}x for the writes)`);
-    row('100 services x 10 backends, from nothing', create);
-    row('100 services, one backend added to each', grow);
-
-    // Memory the kernel charges, at the build's limits.
-    await change(hundred);
-    const mapFds = Object.entries({
-      services: dp.services.raw, vip_filter: dp.vipFilter.raw, rings: dp.rings,
-      backends: dp.backends.raw, tx_ports: dp.txPorts.raw, stats: dp.stats.raw, service_stats: dp.serviceStats.raw,
-      backend_stats: dp.backendStats.raw, backend_meta: dp.backendMeta.raw, lb_info: dp.lbInfo.raw,
-    });
-    const fixed = mapFds.reduce((n, [, m]) => n + memlock(m.fd), 0);
-    const inner = dp.rings.lookup(Buffer.from(new Uint32Array([dp.services.all()[0][1].id]).buffer))!;
-    const ring = RawMap.fromId(inner.readUInt32LE(0), 'ring');
-    const perService = 2 * memlock(ring.fd);
-    ring.close();
-    const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-    console.log(`\nmap memory (memlock, ${os.cpus().length} CPUs; per-CPU counters scale with the CPU count)`);
-    for (const [name, m] of mapFds) console.log(`  ${name.padEnd(16)} ${String(memlock(m.fd)).padStart(12)} bytes`);
-    console.log(`  ${'fixed maps'.padEnd(16)} ${String(fixed).padStart(12)} bytes (${mib(fixed)})`);
-    console.log(`  ${'per service'.padEnd(16)} ${String(perService).padStart(12)} bytes (live + standby Maglev table of ${M} slots)`);
-    console.log(`  with 100 services:        ${mib(fixed + 100 * perService)}`);
-    console.log(`  at MAX_SERVICES=${dp.limits.maxServices}:     ${mib(fixed + dp.limits.maxServices * perService)}`);
-    if (process.env.BENCH_JSON)
-      fs.writeFileSync(process.env.BENCH_JSON, JSON.stringify({ full, ref, create, grow, fixed, perService }, null, 2));
+    // Memory the kernel charges (memlock), at the build's limits and at larger ones.
+    await change([service(0, 10)]);
+    const id = dp.services.all()[0][1].id;
+    const m = memory(dp, id);
+    const common = { fixed_maps_bytes: m.fixed, per_service_bytes: m.perService, maps_bytes: m.maps, cpus: os.cpus().length };
+    results.push(result('map memory, default limits, 100 services', (m.fixed + 100 * m.perService) / 2 ** 20, 'MiB', { ...common, services: 100 }));
+    results.push(result(`map memory, default limits, all ${dp.limits.maxServices} services`, (m.fixed + dp.limits.maxServices * m.perService) / 2 ** 20, 'MiB',
+      { ...common, services: dp.limits.maxServices }));
   } finally {
     dp.discard();
   }
+  results.push(memoryOfBuild({ MAX_SERVICES: 1000, MAX_BACKENDS: 10000 }, '1,000 services / 10,000 backends build, all services', 1000));
+  // Nothing to measure for tracked flows: the program has no connection table yet (issue 7).
+  results.push(result('map memory, 1,000,000 tracked flows', null, 'MiB', {
+    note: 'not measured: xdp-dr has no connection table yet (issue 7); every packet is placed by its Maglev table',
+  }));
+  return results;
 }
-
-main().catch((e) => {
-  console.error(e);
-  process.exitCode = 1;
-});

@@ -1,24 +1,39 @@
-// Micro-benchmark: ns/packet that BPF_PROG_TEST_RUN reports for the xdp-dr program and, in the same run, for
-// the least an XDP forwarder can do (bpf/xdp_min.bpf.c). Runs alternate between the two, and each figure is
-// the median of several runs, so that a noisy neighbour hits both alike.
-import fs from 'node:fs';
-import os from 'node:os';
+// Micro-benchmark: ns/packet that BPF_PROG_TEST_RUN reports for the xdp-dr program and, in the same run on the
+// same frame, for the least an XDP forwarder can do (bpf/xdp_min.bpf.c). Runs alternate between the two, and each
+// figure is the median of several runs, so that a noisy neighbour hits both alike.
 import path from 'node:path';
 import { BpfObject, testRun, XDP_ACTION_NAME } from '../libbpf';
 import { Dataplane, PIN_BASE } from '../dataplane/dataplane';
 import { ensureObject } from '../dataplane/build';
 import { serviceKeyOf } from '../dataplane/layout';
 import { buildMaglevTable } from '../maglev';
-import { buildFrame, ipToBytes, macToBytes, FrameSpec } from '../packet';
+import { buildFrame, ipToBytes, macToBytes, FrameSpec, TCP_FLAGS } from '../packet';
+import { BenchResult, median, result } from './result';
 
-const REPEAT = Number(process.env.BENCH_REPEAT ?? 5_000_000);
-const RUNS = Number(process.env.BENCH_RUNS ?? 7);
+export interface MicroOptions {
+  repeat: number;
+  runs: number;
+  log?: (line: string) => void;
+}
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+export const MICRO_DEFAULTS: MicroOptions = { repeat: 5_000_000, runs: 7 };
 
-function main(): void {
-  const pinDir = path.join(PIN_BASE, `bench-${process.pid}`);
-  const dp = Dataplane.load({ pinDir, hashSeed: 1 });
+const SYN = { src: '198.51.100.7', dst: '10.0.0.100', sport: 40000, dport: 80, proto: 'tcp', tcpFlags: TCP_FLAGS.SYN, padTo: 60 } as const;
+
+/** The packets measured: the action each gets is checked before timing, so a case cannot silently measure a PASS. */
+export const MICRO_CASES: { name: string; spec: FrameSpec; action: string }[] = [
+  { name: 'IPv4 TCP SYN to a VIP', spec: SYN, action: 'XDP_TX' },
+  // No connection table yet: an established flow's packet takes the SYN's path, and is measured as its own case.
+  { name: 'IPv4 TCP established-flow (ACK) packet', spec: { ...SYN, tcpFlags: TCP_FLAGS.ACK, seq: 1000, ack: 2000 }, action: 'XDP_TX' },
+  { name: 'IPv4 UDP datagram to a VIP', spec: { ...SYN, proto: 'udp', dport: 53, tcpFlags: undefined }, action: 'XDP_TX' },
+  { name: 'IPv6 TCP SYN to a VIP', spec: { ...SYN, src: '2001:db8:ffff::7', dst: '2001:db8::100' }, action: 'XDP_TX' },
+  { name: 'VLAN-tagged IPv4 TCP SYN to a VIP', spec: { ...SYN, vlans: [{ vid: 100 }] }, action: 'XDP_TX' },
+  { name: 'non-VIP IPv4 TCP packet (XDP_PASS)', spec: { ...SYN, dst: '10.0.0.99', tcpFlags: TCP_FLAGS.ACK }, action: 'XDP_PASS' },
+];
+
+export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
+  const o = { ...MICRO_DEFAULTS, ...opts };
+  const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `bench-micro-${process.pid}`), hashSeed: 1 });
   const min = BpfObject.open(ensureObject('xdp_min'));
   try {
     min.load();
@@ -27,41 +42,34 @@ function main(): void {
     for (const b of backends)
       dp.backends.update(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
     const table = buildMaglevTable(backends, dp.limits.tableSize);
-    dp.installTable(1, table);
-    dp.installTable(2, table);
-    dp.putService(serviceKeyOf(ipToBytes('10.0.0.100'), 80, 'tcp'), { id: 1, flags: 0 });
-    dp.putService(serviceKeyOf(ipToBytes('2001:db8::100'), 80, 'tcp'), { id: 2, flags: 0 });
-
-    const base: FrameSpec = { src: '198.51.100.7', dst: '10.0.0.100', sport: 40000, dport: 80, proto: 'tcp', padTo: 60 };
-    const cases: { name: string; spec: FrameSpec }[] = [
-      { name: 'IPv4 TCP SYN to a VIP', spec: base },
-      { name: 'IPv6 TCP SYN to a VIP', spec: { ...base, src: '2001:db8:ffff::7', dst: '2001:db8::100' } },
-      { name: 'non-VIP IPv4 packet (XDP_PASS)', spec: { ...base, dst: '10.0.0.99' } },
+    const services = [
+      { id: 1, vip: '10.0.0.100', port: 80, proto: 'tcp' as const },
+      { id: 2, vip: '10.0.0.100', port: 53, proto: 'udp' as const },
+      { id: 3, vip: '2001:db8::100', port: 80, proto: 'tcp' as const },
     ];
-    const minFrame = buildFrame(base);
-    console.log(`xdp-dr micro-benchmark: BPF_PROG_TEST_RUN, repeat ${REPEAT}, median of ${RUNS} runs`);
-    console.log(`kernel ${os.release()}, ${os.cpus()[0]?.model ?? 'unknown CPU'}, 64-byte frames\n`);
-    const results: { name: string; ns: number; ref: number; action: string }[] = [];
-    for (const c of cases) {
+    for (const s of services) {
+      dp.installTable(s.id, table);
+      dp.putService(serviceKeyOf(ipToBytes(s.vip), s.port, s.proto), { id: s.id, flags: 0 });
+    }
+    const results: BenchResult[] = [];
+    for (const c of MICRO_CASES) {
       const frame = buildFrame(c.spec);
       const action = XDP_ACTION_NAME[testRun(dp.progFd!, { data: frame }).retval];
+      if (action !== c.action) throw new Error(`micro case '${c.name}' gets ${action} instead of ${c.action}: the set-up is wrong`);
       const ours: number[] = [];
       const ref: number[] = [];
-      for (let i = 0; i < RUNS; i++) {
-        ours.push(testRun(dp.progFd!, { data: frame, repeat: REPEAT }).duration);
-        ref.push(testRun(minFd, { data: minFrame, repeat: REPEAT }).duration);
+      for (let i = 0; i < o.runs; i++) {
+        ours.push(testRun(dp.progFd!, { data: frame, repeat: o.repeat }).duration);
+        ref.push(testRun(minFd, { data: frame, repeat: o.repeat }).duration);
       }
-      results.push({ name: c.name, ns: median(ours), ref: median(ref), action });
+      const r = result(c.name, median(ours), 'ns/packet', { action, frame_bytes: frame.length + 4, repeat: o.repeat, runs: o.runs, runs_ns: ours, reference_runs_ns: ref },
+        { name: 'xdp_min', value: median(ref) });
+      o.log?.(`  ${r.name}: ${r.value} ns, xdp_min ${r.reference_value} ns`);
+      results.push(r);
     }
-    const w = Math.max(...results.map((r) => r.name.length));
-    console.log(`${'packet'.padEnd(w)}  action        xdp-dr ns   minimal XDP_TX ns   ratio`);
-    for (const r of results)
-      console.log(`${r.name.padEnd(w)}  ${r.action.padEnd(12)}  ${String(r.ns).padStart(9)}   ${String(r.ref).padStart(17)}   ${(r.ns / r.ref).toFixed(2)}x`);
-    if (process.env.BENCH_JSON) fs.writeFileSync(process.env.BENCH_JSON, JSON.stringify(results, null, 2));
+    return results;
   } finally {
     min.close();
     dp.discard();
   }
 }
-
-main();

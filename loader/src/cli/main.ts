@@ -15,6 +15,7 @@ import { listCommand } from './commands/list';
 import { applyCommand } from './commands/apply';
 import { simulateCommand } from './commands/simulate';
 import { realserverCommand } from './commands/realserver';
+import { benchCommand } from './commands/bench';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2 } as const;
 
@@ -33,7 +34,7 @@ export function program(): Command {
         setLibbpfVerbose(true);
       }
     });
-  for (const c of [attachCommand(), detachCommand(), serviceCommand(), backendCommand(), listCommand(), applyCommand(), simulateCommand(), realserverCommand()])
+  for (const c of [attachCommand(), detachCommand(), serviceCommand(), backendCommand(), listCommand(), applyCommand(), simulateCommand(), realserverCommand(), benchCommand()])
     p.addCommand(c);
   // Subcommands inherit the usage-error behaviour; commander's own errors become exit code 2.
   const strict = (c: Command): void => {

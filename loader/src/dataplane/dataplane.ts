@@ -7,7 +7,8 @@ import {
 } from '../libbpf';
 import { MapCreateOpts } from '../libbpf/ffi';
 import {
-  FAMILY, serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo, maglevChunk, MAGLEV_CHUNK, connKey, connValue,
+  FAMILY, serviceKey, serviceInfo, serviceSlot, serviceIndexSlot, SERVICE_SLOT_FLAG, ServiceSlot, backendInfo, counter, backendMeta,
+  lbInfo, maglevChunk, MAGLEV_CHUNK, connKey, connValue,
   ServiceKey, ServiceInfo, BackendInfo, Counter, BackendMeta, LbInfo, ConnKey, ConnValue,
 } from './layout';
 import { createHash } from 'node:crypto';
@@ -19,7 +20,7 @@ export const PIN_BASE = path.join(BPFFS, 'xdp-dr');
 export const PROGRAM = 'xdp_dr';
 
 const MAP_NAMES = [
-  'services', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats',
+  'services', 'service_index', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats',
   'backend_meta', 'lb_info', 'conns', 'events',
 ] as const;
 /** The program is pinned beside its maps so that any process can test-run exactly what the interface runs. */
@@ -71,6 +72,9 @@ export function ensureBpffs(): void {
 
 export class Dataplane {
   readonly services: TypedMap<ServiceKey, ServiceInfo>;
+  /** The direct-mapped copy of `services` the program looks in first (struct service_slot). */
+  readonly serviceIndex: TypedMap<number, ServiceSlot>;
+  readonly serviceIndexBits: number;
   readonly backends: TypedMap<number, BackendInfo>;
   readonly stats: PerCpuMap<number, Counter>;
   readonly serviceStats: PerCpuMap<number, Counter>;
@@ -94,6 +98,8 @@ export class Dataplane {
     readonly progFd?: number,
   ) {
     this.services = new TypedMap(maps.services, serviceKey, serviceInfo);
+    this.serviceIndex = new TypedMap(maps.service_index, u32, serviceSlot);
+    this.serviceIndexBits = Math.log2(maps.service_index.info.maxEntries);
     this.backends = new TypedMap(maps.backends, u32, backendInfo);
     this.stats = new PerCpuMap(maps.stats, u32, counter);
     this.serviceStats = new PerCpuMap(maps.service_stats, u32, counter);
@@ -207,11 +213,34 @@ export class Dataplane {
     const { word, bit } = vipFilterSlot(key.addr, key.family);
     const bits = this.vipFilter.lookup(word) ?? 0n;
     if (!(bits & bit)) this.vipFilter.update(word, bits | bit);
+    // `services` holds every service; the index is written after it, so an OVERFLOW slot always finds it there.
     this.services.update(key, info);
+    const slot = serviceIndexSlot(key, this.serviceIndexBits);
+    const cur = this.serviceIndex.lookup(slot);
+    if (!cur || cur.key.family === 0 || sameKey(cur.key, key)) this.serviceIndex.update(slot, { key, info, flags: cur?.flags ?? 0 });
+    else if (!(cur.flags & OVERFLOW)) this.serviceIndex.update(slot, { ...cur, flags: cur.flags | OVERFLOW });
   }
 
   /** Removes a service, then clears its VIP's filter bit unless another service still needs it. */
   deleteService(key: ServiceKey): boolean {
+    const slot = serviceIndexSlot(key, this.serviceIndexBits);
+    const cur = this.serviceIndex.lookup(slot);
+    const others = [...this.services.entries()].filter(([k]) => !sameKey(k, key) && serviceIndexSlot(k, this.serviceIndexBits) === slot);
+    if (cur && cur.key.family !== 0) {
+      if (sameKey(cur.key, key)) {
+        // A reader may see a slot half written. While the key changes, OVERFLOW stays set in the old and the new
+        // value, so a torn key still ends in `services`; it is cleared only once the key is whole.
+        if (others.length) {
+          const [k, info] = others[0];
+          this.serviceIndex.update(slot, { key: k, info, flags: OVERFLOW });
+          if (others.length === 1) this.serviceIndex.update(slot, { key: k, info, flags: 0 });
+        } else {
+          this.serviceIndex.update(slot, EMPTY_SLOT);
+        }
+      } else if (cur.flags & OVERFLOW && !others.some(([k]) => !sameKey(k, cur.key))) {
+        this.serviceIndex.update(slot, { ...cur, flags: cur.flags & ~OVERFLOW });
+      }
+    }
     const existed = this.services.delete(key);
     const { word, bit } = vipFilterSlot(key.addr, key.family);
     const stillNeeded = [...this.services.entries()].some(([k]) => {
@@ -419,6 +448,13 @@ export function vipFilterSlot(addr: Buffer, family: number): { word: number; bit
 }
 
 /** XDP_DR_STAT_PASS_NO_SERVICE -> PASS_NO_SERVICE; the _MAX sentinel is not a counter. */
+const OVERFLOW = SERVICE_SLOT_FLAG.SERVICE_SLOT_F_OVERFLOW;
+const EMPTY_SLOT: ServiceSlot = { key: { addr: Buffer.alloc(16), port: 0, proto: 0, family: 0 }, info: { id: 0, flags: 0 }, flags: 0 };
+
+function sameKey(a: ServiceKey, b: ServiceKey): boolean {
+  return a.port === b.port && a.proto === b.proto && a.family === b.family && a.addr.equals(b.addr);
+}
+
 export function statEnum(values: Map<string, number>): Map<string, number> {
   const out = new Map<string, number>();
   for (const [name, v] of values) if (name !== 'XDP_DR_STAT_MAX') out.set(name.replace(/^XDP_DR_STAT_/, ''), v);

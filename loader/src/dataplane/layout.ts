@@ -14,6 +14,12 @@ export const serviceInfo = struct('service_info', [
   ['flags', u32],
 ] as const);
 
+export const serviceSlot = struct('service_slot', [
+  ['key', serviceKey],
+  ['info', serviceInfo],
+  ['flags', u32],
+] as const);
+
 export const backendInfo = struct('backend_info', [
   ['dst_mac', bytes(6)],
   ['src_mac', bytes(6)],
@@ -65,10 +71,11 @@ export const lbInfo = struct('lb_info', [
 export const MAGLEV_CHUNK = 32;
 export const maglevChunk = struct('maglev_chunk', [['backend', bytes(2 * MAGLEV_CHUNK)]] as const);
 
-export const STRUCTS = [serviceKey, serviceInfo, backendInfo, counter, backendMeta, lbInfo, maglevChunk, connKey, connValue];
+export const STRUCTS = [serviceKey, serviceInfo, serviceSlot, backendInfo, counter, backendMeta, lbInfo, maglevChunk, connKey, connValue];
 
 export type ServiceKey = ReturnType<typeof serviceKey.decode>;
 export type ServiceInfo = ReturnType<typeof serviceInfo.decode>;
+export type ServiceSlot = ReturnType<typeof serviceSlot.decode>;
 export type BackendInfo = ReturnType<typeof backendInfo.decode>;
 export type Counter = ReturnType<typeof counter.decode>;
 export type BackendMeta = ReturnType<typeof backendMeta.decode>;
@@ -80,6 +87,17 @@ export type ConnValue = ReturnType<typeof connValue.decode>;
 export const FAMILY = { XDP_DR_AF_INET: 4, XDP_DR_AF_INET6: 6 } as const;
 export const SERVICE_FLAG = { SERVICE_F_HASH_L3: 1, SERVICE_F_CONN_TABLE: 2 } as const;
 export const CONN_STATE = { CONN_OPEN: 0, CONN_CLOSING: 1 } as const;
+export const SERVICE_SLOT_FLAG = { SERVICE_SLOT_F_OVERFLOW: 1 } as const;
+
+/** Slot of a service key in the service index: service_index_slot in bpf/hash.h, on the key's bytes as the program
+ * loads them (little-endian words, the port in network order). */
+export function serviceIndexSlot(key: ServiceKey, bits: number): number {
+  const a = key.addr;
+  let h = a.readUInt32LE(0) ^ a.readUInt32LE(4) ^ a.readUInt32LE(8) ^ a.readUInt32LE(12);
+  const portLoaded = ((key.port & 0xff) << 8) | (key.port >>> 8);
+  h ^= (portLoaded << 16) ^ (key.proto << 8) ^ key.family;
+  return Math.imul(h >>> 0, 0x9e3779b1) >>> (32 - bits);
+}
 export const BACKEND_FLAG = { BACKEND_F_IN_USE: 1, BACKEND_F_MAC_RESOLVED: 2 } as const;
 export const XDP_DR_MODE = { XDP_DR_MODE_NATIVE: 1, XDP_DR_MODE_GENERIC: 2, XDP_DR_MODE_OFFLOAD: 3 } as const;
 export const IPPROTO = { tcp: 6, udp: 17 } as const;

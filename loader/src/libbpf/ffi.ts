@@ -169,11 +169,14 @@ export const fn = {
   if_nametoindex: libc.func('uint32_t if_nametoindex(const char *name)'),
   if_indextoname: libc.func('char *if_indextoname(uint32_t ifindex, _Out_ uint8_t *buf)'),
   vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *ap)'),
+  setns: libc.func('int setns(int fd, int nstype)'),
+  sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
 };
 
 // Kernel ABI numbers (include/uapi/linux/bpf.h, if_link.h).
 export const BPF_XDP = 37;
 export const BPF_F_TEST_XDP_LIVE_FRAMES = 2;
+export const CLONE_NEWNET = 0x40000000;
 export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
 export const BPF_EXIST = 2;

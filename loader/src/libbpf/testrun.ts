@@ -44,9 +44,14 @@ export function testRun(progFd: number, input: TestRunInput): TestRunResult {
   return { retval: opts.retval, duration: opts.duration, data: out.subarray(0, opts.data_size_out) };
 }
 
-/** struct xdp_md as the kernel takes it for test runs: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex. */
-export function xdpContext(ingressIfindex: number, rxQueue = 0): Buffer {
+/**
+ * struct xdp_md as the kernel takes it for test runs: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+ * egress_ifindex. The kernel refuses a context whose data_end is not the frame size (data and data_meta are
+ * offsets from the frame start there, and there is no metadata in front of it).
+ */
+export function xdpContext(frameSize: number, ingressIfindex: number, rxQueue = 0): Buffer {
   const b = Buffer.alloc(24);
+  b.writeUInt32LE(frameSize, 4);
   b.writeUInt32LE(ingressIfindex, 12);
   b.writeUInt32LE(rxQueue, 16);
   return b;

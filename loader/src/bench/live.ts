@@ -1,0 +1,212 @@
+// Live benchmark: real frames through a real XDP attachment. An in-kernel generator (bpf/xdp_gen.bpf.c run with
+// BPF_PROG_RUN in live-frames mode) sends frames out of one end of a veth pair in a scratch namespace; the other
+// end runs the program under test in native mode, which sends them back (XDP_TX), where bpf/xdp_sink.bpf.c counts
+// and drops them. The load balancer and the minimal XDP_TX program take turns on the same attachment (one
+// bpf_link, its program swapped), so both are measured in the same run by the same counter.
+//
+// What it is and is not: veth has no wire, and the generator, both veths' NAPI polls and the program under test
+// all run on the generating CPU (veth polls its peer on the CPU that sent), so one CPU's figure is the whole
+// chain's, of which the program under test is one part. A real NIC needs `xdp-dr bench pktgen` or an external
+// generator; see the README.
+import path from 'node:path';
+import { fork, ChildProcess } from 'node:child_process';
+import { BpfObject, PerCpuMap, u32, u64, attachXdp, replaceLinkProgram, fn } from '../libbpf';
+import { Dataplane, PIN_BASE } from '../dataplane/dataplane';
+import { ensureObject } from '../dataplane/build';
+import { serviceKeyOf } from '../dataplane/layout';
+import { buildMaglevTable } from '../maglev';
+import { buildFrame, ipToBytes, macToBytes, TCP_FLAGS } from '../packet';
+import { ScratchNetns } from './netns';
+import { BenchResult, median, result } from './result';
+import type { GenSetup, ToGen, FromGen } from './livegen';
+
+export interface LiveOptions {
+  /** Distinct 5-tuples the generator cycles through, one run per value. */
+  flows: number[];
+  /** Ethernet frame size including the 4-byte FCS that veth does not carry (64 = 60 bytes handed over). */
+  frameSize: number;
+  /** Generator processes, one per CPU 0..cpus-1. */
+  cpus: number;
+  seconds: number;
+  runs: number;
+  /** Frames per live-mode batch (the kernel's default is 64). */
+  batch: number;
+  proto: 'tcp' | 'udp';
+  log?: (line: string) => void;
+}
+
+export const LIVE_DEFAULTS: LiveOptions = { flows: [1, 100, 10_000, 1_000_000], frameSize: 64, cpus: 1, seconds: 1, runs: 3, batch: 64, proto: 'tcp' };
+
+const VIP = '10.0.0.100';
+const SRC_BASE = '198.18.0.0'; // RFC 2544 benchmarking range
+const GEN_IF = 'gen0';
+// The window opens this long after the generators start (past the set-up of their page pools).
+const SETTLE_MS = 200;
+const CALIBRATE = 1_000_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const LB_IF = 'lb0';
+
+class Generator {
+  private waiting?: { resolve: (m: FromGen) => void; reject: (e: Error) => void };
+  private constructor(private readonly child: ChildProcess) {
+    child.on('message', (m: FromGen) => {
+      const w = this.waiting;
+      this.waiting = undefined;
+      if (!w) return;
+      if ('error' in m) w.reject(new Error(`live generator: ${m.error}`));
+      else w.resolve(m);
+    });
+    child.on('exit', (code) => {
+      const w = this.waiting;
+      this.waiting = undefined;
+      w?.reject(new Error(`live generator exited (code ${code})`));
+    });
+  }
+
+  private next(): Promise<FromGen> {
+    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+  }
+
+  static async start(setup: GenSetup): Promise<Generator> {
+    const g = new Generator(fork(path.join(__dirname, 'livegen.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    const ready = g.next();
+    g.child.send(setup);
+    await ready;
+    return g;
+  }
+
+  async run(frames: number): Promise<{ sent: number; secs: number }> {
+    const done = this.next();
+    this.child.send({ go: frames } satisfies ToGen);
+    return (await done) as { sent: number; secs: number };
+  }
+
+  stop(): void {
+    if (this.child.connected) this.child.send({ stop: true } satisfies ToGen);
+    else this.child.kill();
+  }
+}
+
+export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchResult[]> {
+  const o = { ...LIVE_DEFAULTS, ...opts };
+  const log = o.log ?? (() => {});
+  const ns = ScratchNetns.create(`xdrb-${process.pid}`);
+  const cleanup: (() => void)[] = [];
+  try {
+    // One queue per generator CPU, so that CPUs do not share a veth ring.
+    const q = String(Math.max(1, o.cpus));
+    ns.ip('link', 'add', GEN_IF, 'numtxqueues', q, 'numrxqueues', q, 'type', 'veth', 'peer', 'name', LB_IF, 'numtxqueues', q, 'numrxqueues', q);
+    ns.ip('link', 'set', GEN_IF, 'up');
+    ns.ip('link', 'set', LB_IF, 'up');
+    ns.enter();
+
+    const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `bench-live-${process.pid}`), hashSeed: 1 });
+    cleanup.push(() => dp.discard());
+    const backends = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
+    for (const b of backends)
+      dp.backends.update(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
+    dp.installTable(1, buildMaglevTable(backends, dp.limits.tableSize));
+    dp.putService(serviceKeyOf(ipToBytes(VIP), 80, o.proto), { id: 1, flags: 0 });
+    const txSlot = dp.statIds.get('TX')!;
+
+    const min = BpfObject.open(ensureObject('xdp_min'));
+    cleanup.push(() => min.close());
+    min.load();
+    const sink = BpfObject.open(ensureObject('xdp_sink'));
+    cleanup.push(() => sink.close());
+    sink.load();
+    const sinkCount = new PerCpuMap(sink.map('sink_count'), u32, u64);
+
+    const sinkLink = attachXdp(sink.programFd('xdp_sink'), GEN_IF, 'native');
+    cleanup.push(() => fn.close(sinkLink));
+    const programs = [
+      { name: 'xdp_min', fd: min.programFd('xdp_min_tx') },
+      { name: 'xdp-dr', fd: dp.progFd! },
+    ];
+    const link = attachXdp(programs[0].fd, LB_IF, 'native');
+    cleanup.push(() => fn.close(link));
+
+    const frame = buildFrame({
+      src: '198.18.0.1', dst: VIP, sport: 10000, dport: 80, proto: o.proto,
+      tcpFlags: o.proto === 'tcp' ? TCP_FLAGS.ACK : undefined, padTo: o.frameSize - 4,
+    });
+    const forwarded = () => sinkCount.lookup(0)!.reduce((a, b) => a + b, 0n);
+    const lbTx = () => Dataplane.sum(dp.stats.lookup(txSlot)).packets;
+
+    const results: BenchResult[] = [];
+    for (const flows of o.flows) {
+      const gens: Generator[] = [];
+      try {
+        for (let cpu = 0; cpu < o.cpus; cpu++)
+          gens.push(await Generator.start({
+            nsPath: ns.path, cpu, iface: GEN_IF, flows, srcBase: ipToBytes(SRC_BASE).readUInt32BE(0),
+            frame: frame.toString('base64'), batch: o.batch,
+          }));
+        const m = { 'xdp_min': [] as number[], 'xdp-dr': [] as number[], counter: [] as number[], offered: [] as number[] };
+        // Frames per call, per program: sized from a first call so that each call outlasts the window.
+        const repeat = new Map<string, number>();
+        for (const p of programs) {
+          replaceLinkProgram(link, p.fd, `${LB_IF} link`);
+          const s = await Promise.all(gens.map((g) => g.run(CALIBRATE)));
+          const rate = Math.max(...s.map((x) => x.sent / x.secs));
+          repeat.set(p.name, Math.ceil(rate * (SETTLE_MS / 1000 + o.seconds) * 1.5));
+        }
+        for (let r = 0; r < o.runs; r++) {
+          for (const p of programs) {
+            replaceLinkProgram(link, p.fd, `${LB_IF} link`);
+            for (let attempt = 0; ; attempt++) {
+              const running = Promise.all(gens.map((g) => g.run(repeat.get(p.name)!)));
+              let finished = false;
+              void running.then(() => (finished = true), () => undefined);
+              await sleep(SETTLE_MS);
+              const f0 = forwarded();
+              const c0 = lbTx();
+              const t0 = process.hrtime.bigint();
+              await sleep(o.seconds * 1000);
+              const f1 = forwarded();
+              const c1 = lbTx();
+              const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+              const early = finished;
+              const sent = await running;
+              // A generator that ran out of frames inside the window would understate the rate: send more.
+              if (early && attempt < 3) {
+                repeat.set(p.name, 2 * repeat.get(p.name)!);
+                continue;
+              }
+              m[p.name as 'xdp_min' | 'xdp-dr'].push(Number(f1 - f0) / secs / 1e6);
+              if (p.name === 'xdp-dr') {
+                m.counter.push(Number(c1 - c0) / secs / 1e6);
+                m.offered.push(sent.reduce((a, x) => a + x.sent / x.secs, 0) / 1e6);
+              }
+              break;
+            }
+          }
+        }
+        const res = result(
+          `live ${flows} flow${flows === 1 ? '' : 's'}, ${o.frameSize} B, ${o.cpus} CPU${o.cpus === 1 ? '' : 's'}`,
+          median(m['xdp-dr']), 'Mpps',
+          {
+            flows, frame_bytes: o.frameSize, cpus: o.cpus, proto: o.proto, batch: o.batch, seconds: o.seconds, runs: o.runs,
+            lb_counter_mpps: median(m.counter), offered_mpps_incl_setup: median(m.offered),
+            runs_mpps: m['xdp-dr'], reference_runs_mpps: m['xdp_min'],
+          },
+          { name: 'xdp_min', value: median(m['xdp_min']) },
+        );
+        log(`  ${res.name}: xdp-dr ${res.value!.toFixed(2)} Mpps, xdp_min ${res.reference_value!.toFixed(2)} Mpps`);
+        results.push(res);
+      } finally {
+        for (const g of gens) g.stop();
+      }
+    }
+    return results;
+  } finally {
+    for (const c of cleanup.reverse()) {
+      try {
+        c();
+      } catch {
+        /* keep cleaning up */
+      }
+    }
+    ns.remove();
+  }
+}

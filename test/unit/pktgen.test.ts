@@ -1,0 +1,65 @@
+// The pktgen writes against the documented interface (Documentation/networking/pktgen.rst, "Current commands and
+// configuration options"): which file takes which command, in which order, and the ranges that make the flows.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { pktgenCommands, flowRanges, PktgenOptions } from '../../loader/src/bench/pktgen';
+
+// From pktgen.rst: pgctrl, thread and device commands, and the flags.
+const PGCTRL = ['start', 'stop', 'reset'];
+const THREAD = ['add_device', 'rem_device_all'];
+const DEVICE = [
+  'count', 'clone_skb', 'burst', 'debug', 'frags', 'delay', 'src_mac_count', 'dst_mac_count', 'pkt_size', 'min_pkt_size',
+  'max_pkt_size', 'queue_map_min', 'queue_map_max', 'skb_priority', 'tos', 'traffic_class', 'mpls', 'udp_src_min',
+  'udp_src_max', 'udp_dst_min', 'udp_dst_max', 'node', 'flag', 'spi', 'dst_min', 'dst_max', 'src_min', 'src_max',
+  'dst_mac', 'src_mac', 'clear_counters', 'src6', 'dst6', 'dst6_max', 'dst6_min', 'flows', 'flowlen', 'rate', 'ratep',
+  'xmit_mode', 'vlan_cfi', 'vlan_id', 'vlan_p', 'svlan_cfi', 'svlan_id', 'svlan_p',
+];
+const FLAGS = [
+  'IPSRC_RND', 'IPDST_RND', 'UDPSRC_RND', 'UDPDST_RND', 'MACSRC_RND', 'MACDST_RND', 'TXSIZE_RND', 'IPV6', 'MPLS_RND',
+  'VID_RND', 'SVID_RND', 'FLOW_SEQ', 'QUEUE_MAP_RND', 'QUEUE_MAP_CPU', 'UDPCSUM', 'IPSEC', 'NODE_ALLOC', 'NO_TIMESTAMP', 'SHARED',
+];
+
+const base: PktgenOptions = {
+  iface: 'eth1', vip: '10.0.0.100', port: 53, dstMac: '02:00:00:00:00:01', srcBase: '198.18.0.1', flows: 10_000, size: 64,
+  threads: 2, burst: 32, seconds: 5,
+};
+
+test('every write goes to a documented file with a documented command', () => {
+  for (const w of pktgenCommands(base)) {
+    const [cmd, arg] = w.command.split(' ');
+    if (w.file === 'pgctrl') assert.ok(PGCTRL.includes(cmd), w.command);
+    else if (/^kpktgend_\d+$/.test(w.file)) assert.ok(THREAD.includes(cmd), w.command);
+    else {
+      assert.match(w.file, /^eth1@\d+$/);
+      assert.ok(DEVICE.includes(cmd), `${w.file}: ${w.command}`);
+      if (cmd === 'flag') assert.ok(FLAGS.includes(arg.replace(/^!/, '')), w.command);
+    }
+  }
+});
+
+test('order: reset first; per thread, its devices are removed, then added, then configured; start is not written', () => {
+  const w = pktgenCommands(base);
+  assert.deepEqual(w[0], { file: 'pgctrl', command: 'reset' });
+  assert.ok(!w.some((x) => x.command === 'start'));
+  for (const t of [0, 1]) {
+    const rem = w.findIndex((x) => x.file === `kpktgend_${t}` && x.command === 'rem_device_all');
+    const add = w.findIndex((x) => x.file === `kpktgend_${t}` && x.command === `add_device eth1@${t}`);
+    const firstSet = w.findIndex((x) => x.file === `eth1@${t}`);
+    assert.ok(rem >= 0 && rem < add && add < firstSet, `thread ${t}`);
+    const dev = w.filter((x) => x.file === `eth1@${t}`).map((x) => x.command);
+    assert.ok(dev.includes(`queue_map_min ${t}`) && dev.includes(`queue_map_max ${t}`));
+  }
+});
+
+test('frames go to the VIP and port from enough source addresses and ports for the flows; pkt_size leaves out the FCS', () => {
+  const dev = pktgenCommands({ ...base, threads: 1 }).filter((x) => x.file === 'eth1@0').map((x) => x.command);
+  for (const c of ['dst_min 10.0.0.100', 'dst_max 10.0.0.100', 'udp_dst_min 53', 'udp_dst_max 53', 'dst_mac 02:00:00:00:00:01',
+    'pkt_size 60', 'count 0', 'burst 32', 'src_min 198.18.0.1', 'src_max 198.18.0.157', 'udp_src_min 10000', 'udp_src_max 10063'])
+    assert.ok(dev.includes(c), `missing '${c}' in ${dev.join('; ')}`);
+  assert.deepEqual(flowRanges(10_000), { addrs: 157, ports: 64 });
+  assert.deepEqual(flowRanges(1), { addrs: 1, ports: 1 });
+  assert.deepEqual(flowRanges(1_000_000), { addrs: 15_625, ports: 64 });
+  // Ranges cross an octet boundary correctly.
+  const wide = pktgenCommands({ ...base, threads: 1, flows: 1_000_000, srcBase: '198.18.255.200' }).map((x) => x.command);
+  assert.ok(wide.includes('src_max 198.19.60.208'), wide.join('; '));
+});
