@@ -16,6 +16,7 @@ import { applyCommand } from './commands/apply';
 import { simulateCommand } from './commands/simulate';
 import { realserverCommand } from './commands/realserver';
 import { benchCommand } from './commands/bench';
+import { runCommand } from './commands/run';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2 } as const;
 
@@ -34,7 +35,11 @@ export function program(): Command {
         setLibbpfVerbose(true);
       }
     });
-  for (const c of [attachCommand(), detachCommand(), serviceCommand(), backendCommand(), listCommand(), applyCommand(), simulateCommand(), realserverCommand(), benchCommand()])
+  const commands = [
+    attachCommand(), detachCommand(), serviceCommand(), backendCommand(), listCommand(), applyCommand(), simulateCommand(),
+    realserverCommand(), runCommand(), benchCommand(),
+  ];
+  for (const c of commands)
     p.addCommand(c);
   // Subcommands inherit the usage-error behaviour; commander's own errors become exit code 2.
   const strict = (c: Command): void => {

@@ -93,19 +93,31 @@ export class Topology {
     }
   }
 
+  private readonly http = new Map<string, ChildProcess>();
+
   /** An HTTP server on port 80 of every real server, answering with the real server's name. */
   async startHttpServers(): Promise<void> {
-    const script = path.join(__dirname, 'http-server.js');
-    await Promise.all(
-      this.realServers.map((rs) => {
-        const child = this.spawn(rs.ns, process.execPath, [script, rs.name]);
-        return new Promise<void>((resolve, reject) => {
-          child.once('error', reject);
-          child.once('exit', (code) => reject(new Error(`HTTP server of ${rs.name} exited with ${code}`)));
-          child.stdout!.once('data', () => resolve());
-        });
-      }),
-    );
+    await Promise.all(this.realServers.map((rs) => this.startHttpServer(rs)));
+  }
+
+  async startHttpServer(rs: Host): Promise<void> {
+    const child = this.spawn(rs.ns, process.execPath, [path.join(__dirname, 'http-server.js'), rs.name]);
+    this.http.set(rs.name, child);
+    await new Promise<void>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code) => reject(new Error(`HTTP server of ${rs.name} exited with ${code}`)));
+      child.stdout!.once('data', () => resolve());
+    });
+  }
+
+  /** Stops a real server's HTTP server (the host stays up: its port now refuses connections). */
+  async stopHttpServer(rs: Host): Promise<void> {
+    const child = this.http.get(rs.name);
+    if (!child || child.exitCode !== null) return;
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await gone;
+    this.http.delete(rs.name);
   }
 
   /** MAC of a host's eth0. */

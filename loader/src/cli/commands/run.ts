@@ -1,0 +1,41 @@
+// xdp-dr run: the daemon (health checks, metrics, reloads) in the foreground, for systemd or a terminal.
+import { Command } from 'commander';
+import { Daemon } from '../../daemon/daemon';
+import { logger } from '../../log';
+import { UsageError } from '../../errors';
+import { examples } from '../common';
+
+interface Opts {
+  config: string;
+  metricsAddress: string;
+  detachOnExit?: boolean;
+  logFormat: string;
+}
+
+export function runCommand(): Command {
+  return examples(
+    new Command('run')
+      .description(
+        'run the load balancer as a service in the foreground: attach (or adopt what runs), apply the config, ' +
+          'health-check the real servers, serve metrics; reload on SIGHUP or when the file changes. On SIGTERM/SIGINT ' +
+          'the load balancer keeps forwarding from its pinned state unless --detach-on-exit.',
+      )
+      .requiredOption('-c, --config <file>', 'the config file')
+      .option('--metrics-address <host:port>', 'where to serve /metrics ("" for none)', '127.0.0.1:9642')
+      .option('--detach-on-exit', 'detach and remove the pinned state when stopping')
+      .option('--log-format <format>', 'human | json', 'human')
+      .action(async (o: Opts) => {
+        if (o.logFormat !== 'human' && o.logFormat !== 'json') throw new UsageError(`--log-format: '${o.logFormat}' is not human | json`);
+        logger.format = o.logFormat;
+        const daemon = new Daemon({ configFile: o.config, metricsAddress: o.metricsAddress, detachOnExit: !!o.detachOnExit });
+        await daemon.start();
+        logger.info('running', { config: o.config });
+        await new Promise<void>((resolve) => {
+          const stop = (sig: string) => void daemon.stop(sig).then(resolve);
+          process.once('SIGTERM', () => stop('SIGTERM'));
+          process.once('SIGINT', () => stop('SIGINT'));
+        });
+      }),
+    ['xdp-dr run -c /etc/xdp-dr/lb.yaml', 'xdp-dr run -c lb.yaml --metrics-address [::1]:9642 --log-format json'],
+  );
+}

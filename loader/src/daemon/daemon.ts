@@ -1,0 +1,222 @@
+// `xdp-dr run`: the load balancer as a service. It attaches (or adopts what is pinned), applies the config,
+// health-checks every real server and takes the ones that fail out of the Maglev tables (and puts them back),
+// serves Prometheus metrics, and reloads the config on SIGHUP or when the file changes. The data path never
+// depends on this process: it runs from pinned state, so the daemon can stop, crash or restart without a lost
+// packet, and a new daemon adopts what it finds.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { loadConfigFile, serviceName, ConfigError, type Config, type Service } from '../config';
+import { ensureObject, ROOT } from '../dataplane/build';
+import { Dataplane, objectLimits, buildId } from '../dataplane/dataplane';
+import { attach, detach, interfaceExists } from '../lb/instance';
+import { prepare, apply, Prepared } from '../lb/change';
+import { Journal } from '../lb/apply';
+import { formatPlan, planIsEmpty } from '../lb/plan';
+import { readState } from '../lb/state';
+import { HealthChecker, type ProbeTarget, type HealthChange, type ProbeEvent } from '../health/checker';
+import { Metrics, BackendHealth } from '../metrics/metrics';
+import { logger } from '../log';
+import { UsageError } from '../errors';
+
+export interface DaemonOptions {
+  configFile: string;
+  /** HOST:PORT for /metrics; empty = no metrics server. */
+  metricsAddress: string;
+  detachOnExit: boolean;
+}
+
+const keyOf = (s: { vip: string; port: number; protocol: string }, address: string): string => `${serviceName(s)}|${address}`;
+
+export class Daemon {
+  private config!: Config;
+  private configDigest = '';
+  private readonly lbs = new Map<string, Dataplane>();
+  private readonly checker = new HealthChecker();
+  private readonly down = new Set<string>();
+  /** Services whose every backend is down, kept on their last known set (logged once per episode). */
+  private readonly keptAllDown = new Set<string>();
+  private metrics?: Metrics;
+  private watcher?: fs.FSWatcher;
+  private debounce?: NodeJS.Timeout;
+  private queue: Promise<void> = Promise.resolve();
+  private stopping = false;
+
+  constructor(private readonly opts: DaemonOptions) {}
+
+  async start(): Promise<void> {
+    const objPath = ensureObject('xdp_dr');
+    this.config = this.readConfig();
+    for (const { name, mode } of this.config.interfaces) {
+      const { dp, attached } = attach(name, mode, this.config.hashSeed, { sameBuild: false });
+      this.lbs.set(name, dp);
+      if (attached) logger.info(`attached to ${name}`, { iface: name, mode });
+      else logger.info(`adopted the load balancer already running on ${name}`, { iface: name, mode: readState(dp).mode });
+    }
+    this.checker.on('change', (c: HealthChange) => this.onHealth(c));
+    this.checker.on('probe', (p: ProbeEvent) => this.onProbe(p));
+    this.checker.set(this.targets());
+    await this.reconcile('start');
+
+    if (this.opts.metricsAddress) {
+      const version = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version as string;
+      this.metrics = new Metrics(
+        { lbs: () => [...this.lbs].map(([iface, dp]) => ({ iface, dp })), backendHealth: () => this.backendHealth() },
+        { version, build: buildId(objPath).toString('hex').slice(0, 12) },
+      );
+      const where = await this.metrics.listen(this.opts.metricsAddress);
+      logger.info(`metrics on http://${where}/metrics`);
+    }
+
+    process.on('SIGHUP', () => this.schedule(() => this.reload('SIGHUP')));
+    // Editors replace files rather than write them in place: watch the directory, not the file.
+    const file = path.resolve(this.opts.configFile);
+    this.watcher = fs.watch(path.dirname(file), (_event, name) => {
+      if (name !== path.basename(file)) return;
+      clearTimeout(this.debounce);
+      this.debounce = setTimeout(() => this.schedule(() => this.reload('file changed')), 300);
+    });
+  }
+
+  /** Stops checking and serving; the load balancer keeps forwarding unless detachOnExit. */
+  async stop(signal: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    logger.info(`stopping on ${signal}`, { detach: this.opts.detachOnExit });
+    this.checker.stop();
+    this.watcher?.close();
+    clearTimeout(this.debounce);
+    await this.queue.catch(() => undefined);
+    await this.metrics?.close();
+    for (const [iface, dp] of this.lbs) {
+      dp.close();
+      if (this.opts.detachOnExit) {
+        detach(iface);
+        logger.info(`detached from ${iface}`);
+      } else logger.info(`${iface} keeps forwarding from its pinned state`);
+    }
+  }
+
+  private readConfig(): Config {
+    const text = fs.readFileSync(this.opts.configFile);
+    const cfg = loadConfigFile(this.opts.configFile, { limits: objectLimits(ensureObject('xdp_dr')), interfaceExists });
+    this.configDigest = createHash('sha256').update(text).digest('hex');
+    return cfg;
+  }
+
+  /** Work that touches the maps runs one at a time, in order. */
+  private schedule(job: () => Promise<void>): void {
+    if (this.stopping) return;
+    this.queue = this.queue.then(job).catch((e) => logger.error(`unexpected: ${(e as Error).message}`));
+  }
+
+  private async reload(why: string): Promise<void> {
+    let next: Config;
+    try {
+      if (createHash('sha256').update(fs.readFileSync(this.opts.configFile)).digest('hex') === this.configDigest) return;
+      next = this.readConfig();
+      const changed = next.hashSeed !== this.config.hashSeed;
+      const attachedOnly = next.interfaces.filter((i) => !this.lbs.has(i.name));
+      if (changed)
+        throw new UsageError(`hash_seed ${next.hashSeed} differs from the running ${this.config.hashSeed}: it is built into the loaded program; restart with --detach-on-exit, or detach, to change it`);
+      for (const { name, mode } of attachedOnly) {
+        const { dp } = attach(name, mode, next.hashSeed, { sameBuild: false });
+        this.lbs.set(name, dp);
+        logger.info(`attached to ${name}`, { iface: name, mode });
+      }
+    } catch (e) {
+      this.metrics?.reloads.inc({ result: 'rejected' });
+      const msg = e instanceof ConfigError ? e.message : (e as Error).message;
+      logger.error(`config reload (${why}) rejected; still running the previous config`, { error: msg });
+      return;
+    }
+    const previous = this.config;
+    this.config = next;
+    this.checker.set(this.targets());
+    if (await this.reconcile(`reload (${why})`)) {
+      this.metrics?.reloads.inc({ result: 'applied' });
+      logger.info(`config reload (${why}) applied`);
+    } else {
+      this.config = previous;
+      this.checker.set(this.targets());
+      this.metrics?.reloads.inc({ result: 'rejected' });
+    }
+  }
+
+  private targets(): ProbeTarget[] {
+    const out: ProbeTarget[] = [];
+    for (const s of this.config.services)
+      if (s.healthCheck && s.healthCheck.type !== 'none')
+        for (const b of s.backends) out.push({ key: keyOf(s, b.address), address: b.address, check: s.healthCheck });
+    return out;
+  }
+
+  private onHealth(c: HealthChange): void {
+    const [service, backend] = c.key.split('|');
+    if (c.health === 'down') this.down.add(c.key);
+    else this.down.delete(c.key);
+    (c.health === 'down' ? logger.warn : logger.info).call(logger, `backend ${backend} of ${service} is ${c.health}: ${c.reason}`, { service, backend });
+    this.schedule(async () => void (await this.reconcile(`health: ${backend} ${c.health}`)));
+  }
+
+  private onProbe(p: ProbeEvent): void {
+    if (!this.metrics) return;
+    const [service] = p.key.split('|');
+    const s = this.config.services.find((x) => serviceName(x) === service);
+    if (!s) return;
+    const labels = { vip: s.vip, port: String(s.port), proto: s.protocol, backend: p.target.address };
+    this.metrics.checkDuration.observe(labels, p.result.durationMs / 1000);
+    if (!p.result.ok) this.metrics.checkFailures.inc(labels);
+  }
+
+  /** The config with the backends that are down left out, unless that would leave a service with none. */
+  private effective(lb: Dataplane): Service[] {
+    const running = new Map(readState(lb).services.map((s) => [serviceName(s), new Set(s.backends.map((b) => b.address))]));
+    return this.config.services.map((s) => {
+      const name = serviceName(s);
+      const up = s.backends.filter((b) => !this.down.has(keyOf(s, b.address)));
+      const serving = s.backends.filter((b) => b.weight > 0);
+      if (serving.length && serving.every((b) => this.down.has(keyOf(s, b.address)))) {
+        // Every real server failing its check is more often the check or the network than the servers: keep
+        // forwarding to the last set that was in the table.
+        const last = running.get(name);
+        if (!this.keptAllDown.has(name))
+          logger.warn(`every backend of ${name} is down: keeping the last known set in the table (policy: keep)`, { service: name });
+        this.keptAllDown.add(name);
+        return { ...s, backends: last?.size ? s.backends.filter((b) => last.has(b.address)) : s.backends };
+      }
+      this.keptAllDown.delete(name);
+      return { ...s, backends: up };
+    });
+  }
+
+  /** Makes the maps hold the effective config, as one transaction over all interfaces; false when it failed. */
+  private async reconcile(why: string): Promise<boolean> {
+    const journal = new Journal();
+    const prepared: Prepared[] = [];
+    try {
+      for (const [iface, dp] of this.lbs) prepared.push(await prepare({ iface, dp }, this.effective(dp)));
+      for (const p of prepared) {
+        for (const w of p.warnings) logger.warn(w);
+        if (planIsEmpty(p.plan)) continue;
+        const stats = apply(p, journal);
+        this.metrics?.slotsWritten.inc(stats.slotsWritten);
+        for (const line of formatPlan(p.plan)) logger.info(`${p.target.iface}: ${line.trim()}`, { why });
+      }
+      if (prepared.some((p) => !planIsEmpty(p.plan))) this.metrics?.changes.inc({ result: 'applied' });
+      return true;
+    } catch (e) {
+      this.metrics?.changes.inc({ result: 'failed' });
+      logger.error(`change (${why}) failed, nothing applied: ${(e as Error).message}`);
+      return false;
+    }
+  }
+
+  private backendHealth(): BackendHealth[] {
+    return this.config.services.flatMap((s) =>
+      s.backends.map((b) => ({
+        vip: s.vip, port: s.port, proto: s.protocol, backend: b.address, weight: b.weight, up: !this.down.has(keyOf(s, b.address)),
+      })),
+    );
+  }
+}

@@ -1,0 +1,206 @@
+// xdp-dr run in the namespace lab: health checks take a stopped real server out and bring it back, reloads
+// apply valid configs and reject broken ones, metrics match the maps, and the load balancer keeps forwarding
+// across a kill -9 of the daemon, which a new daemon then adopts.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ChildProcess } from 'node:child_process';
+import { BPFFS } from '../../loader/src/dataplane/dataplane';
+import { Topology, VIP4, Host } from '../../loader/src/lab/topology';
+
+const CLI = path.resolve(__dirname, '../../loader/src/cli/main.js');
+const CLIENT = path.resolve(__dirname, '../../loader/src/lab/client.js');
+const PIN_BASE = path.join(BPFFS, `xdp-dr-daemon-${process.pid}`);
+const topo = new Topology(`d${process.pid}`);
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xdp-dr-daemon-'));
+const CONFIG = path.join(dir, 'lb.yaml');
+const METRICS = '127.0.0.1:9642';
+const CHECK = { intervalMs: 400, timeoutMs: 300, rise: 2, fall: 2 };
+let clientPort = 20000;
+let daemon: { child: ChildProcess; log: string[] } | undefined;
+
+const config = (weights: number[] = [1, 1, 1]) =>
+  `interfaces:\n  - name: eth0\nservices:\n  - vip: ${VIP4}\n    port: 80\n    protocol: tcp\n` +
+  `    health_check:\n      type: http\n      path: /\n      interval: ${CHECK.intervalMs}ms\n      timeout: ${CHECK.timeoutMs}ms\n` +
+  `      rise: ${CHECK.rise}\n      fall: ${CHECK.fall}\n    backends:\n` +
+  topo.realServers.map((r, i) => `      - address: ${r.ip4}\n        weight: ${weights[i]}\n`).join('');
+
+function cli(h: Host, ...args: string[]): string {
+  process.env.XDP_DR_PIN_BASE = PIN_BASE;
+  return topo.exec(h.ns, process.execPath, [CLI, ...args]);
+}
+
+function connect(n: number): { counts: Record<string, number>; errors: string[] } {
+  const out = JSON.parse(topo.exec(topo.client.ns, process.execPath, [CLIENT, VIP4, String(n), String(clientPort), '16']));
+  clientPort += n;
+  return out;
+}
+
+/** Starts the daemon in the LB namespace; resolves when it says it runs. */
+async function startDaemon(...extra: string[]): Promise<{ child: ChildProcess; log: string[] }> {
+  process.env.XDP_DR_PIN_BASE = PIN_BASE;
+  const child = topo.spawn(topo.lb.ns, process.execPath, [CLI, 'run', '-c', CONFIG, '--metrics-address', METRICS, '--log-format', 'json', ...extra]);
+  const log: string[] = [];
+  if (process.env.DAEMON_LOG) child.stderr!.on('data', (d) => fs.appendFileSync(process.env.DAEMON_LOG!, d));
+  child.on('exit', (c, s) => process.env.DAEMON_LOG && fs.appendFileSync(process.env.DAEMON_LOG, `EXIT ${c} ${s}\n`));
+  let buf = '';
+  child.stderr!.on('data', (d) => {
+    buf += d;
+    const lines = buf.split('\n');
+    buf = lines.pop()!;
+    log.push(...lines);
+  });
+  await until(() => log.some((l) => JSON.parse(l).msg === 'running'), 10_000, () => `daemon did not start: ${log.join('\n')}`);
+  return { child, log };
+}
+
+async function until(cond: () => boolean, ms: number, what: () => string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(what());
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function scrape(): string {
+  const js = `require('http').get('http://${METRICS}/metrics',r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>process.stdout.write(b))})`;
+  return topo.exec(topo.lb.ns, process.execPath, ['-e', js]);
+}
+
+function metric(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.split(' ').pop());
+  }
+  return undefined;
+}
+
+function logged(msg: RegExp): Record<string, unknown> | undefined {
+  for (const l of daemon!.log) {
+    const j = JSON.parse(l);
+    if (msg.test(j.msg)) return j;
+  }
+  return undefined;
+}
+
+before(async () => {
+  topo.create();
+  for (const rs of topo.realServers) cli(rs, 'realserver', 'setup', '--vip', VIP4);
+  await topo.startHttpServers();
+  fs.writeFileSync(CONFIG, config());
+  daemon = await startDaemon();
+});
+
+after(() => {
+  topo.destroy();
+  fs.rmSync(PIN_BASE, { recursive: true, force: true });
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('every log line is JSON with time, level and msg', () => {
+  for (const l of daemon!.log) {
+    const j = JSON.parse(l);
+    assert.ok(j.time && j.level && j.msg, l);
+  }
+  assert.ok(logged(/^attached to eth0$/));
+});
+
+test('a real server whose HTTP server stops is taken out within fall x interval + timeout + 1 s, and comes back after rise checks', async () => {
+  const rs2 = topo.realServers[1];
+  await topo.stopHttpServer(rs2);
+  const stopped = Date.now();
+  const bound = CHECK.fall * CHECK.intervalMs + CHECK.timeoutMs + 1000;
+  // Until it is out, some connections meet the closed port.
+  await until(() => {
+    const r = connect(20);
+    return r.errors.length === 0 && !r.counts.rs2;
+  }, bound + 2000, () => 'rs2 was never taken out');
+  const took = Date.now() - stopped;
+  assert.ok(took <= bound, `taken out after ${took} ms, bound ${bound} ms`);
+  await until(() => !!logged(/^backend 10\.100\.0\.12 of 10\.100\.0\.100:80\/tcp is down: 2 failed checks in a row/), 2000,
+    () => 'the down event is logged with its reason');
+  const r = connect(300);
+  assert.deepEqual(r.errors, []);
+  assert.equal(r.counts.rs2 ?? 0, 0);
+  for (const n of ['rs1', 'rs3']) assert.ok(Math.abs((r.counts[n] ?? 0) - 150) <= 30, `${n}: ${JSON.stringify(r.counts)}`);
+  assert.equal(metric(scrape(), 'xdp_dr_backend_up', { backend: rs2.ip4 }), 0);
+
+  await topo.startHttpServer(rs2);
+  const started = Date.now();
+  const back = CHECK.rise * CHECK.intervalMs + CHECK.timeoutMs + 1000;
+  await until(() => (connect(30).counts.rs2 ?? 0) > 0, back + 2000, () => 'rs2 never came back');
+  assert.ok(Date.now() - started <= back, `back after ${Date.now() - started} ms, bound ${back} ms`);
+  await until(() => !!logged(/is up: 2 good checks in a row/), 2000, () => 'the up event is logged');
+  assert.equal(metric(scrape(), 'xdp_dr_backend_up', { backend: rs2.ip4 }), 1);
+});
+
+test('metrics after real traffic match the maps', () => {
+  const before = connect(120);
+  assert.deepEqual(before.errors, []);
+  const text = scrape();
+  const listed = JSON.parse(cli(topo.lb, 'list', '--json')).load_balancers[0];
+  const svc = listed.services[0];
+  assert.equal(metric(text, 'xdp_dr_service_packets_total', { vip: VIP4, port: '80', proto: 'tcp' }), svc.packets);
+  assert.equal(metric(text, 'xdp_dr_service_bytes_total', { vip: VIP4 }), svc.bytes);
+  for (const b of svc.backends) assert.equal(metric(text, 'xdp_dr_backend_packets_total', { backend: b.address }), b.packets, b.address);
+  assert.equal(metric(text, 'xdp_dr_packets_total', { outcome: 'tx' }), listed.counters.TX.packets);
+  assert.ok((metric(text, 'xdp_dr_conn_table_events_total', { event: 'new' }) ?? 0) >= 120);
+  assert.ok((metric(text, 'xdp_dr_health_check_duration_seconds_count', { backend: topo.realServers[0].ip4 }) ?? 0) > 0);
+  assert.equal(metric(text, 'xdp_dr_backend_weight', { backend: topo.realServers[0].ip4 }), 1);
+  assert.match(text, /^xdp_dr_build_info\{version="[^"]+",build="[0-9a-f]{12}",kernel="[^"]+"\} 1$/m);
+});
+
+test('a broken config on SIGHUP is rejected, logged and counted; the running config keeps serving', async () => {
+  const rejectedBefore = metric(scrape(), 'xdp_dr_config_reloads_total', { result: 'rejected' }) ?? 0;
+  fs.writeFileSync(CONFIG, config().replace('weight: 1', 'weight: -3'));
+  daemon!.child.kill('SIGHUP');
+  await until(() => (metric(scrape(), 'xdp_dr_config_reloads_total', { result: 'rejected' }) ?? 0) > rejectedBefore, 5000, () => 'no rejection counted');
+  await until(() => !!logged(/config reload .* rejected/), 2000, () => 'rejection not logged');
+  const err = logged(/config reload .* rejected; still running the previous config/);
+  assert.match(String(err?.error), /services\[0\]\.backends\[0\]\.weight: -3 is out of range/);
+  const r = connect(150);
+  assert.deepEqual(r.errors, []);
+  assert.equal(Object.keys(r.counts).length, 3, 'all three real servers still serve');
+});
+
+test('a valid config change is applied when the file changes', async () => {
+  const appliedBefore = metric(scrape(), 'xdp_dr_config_reloads_total', { result: 'applied' }) ?? 0;
+  fs.writeFileSync(CONFIG, config([1, 1, 0]));
+  await until(() => (metric(scrape(), 'xdp_dr_config_reloads_total', { result: 'applied' }) ?? 0) > appliedBefore, 5000, () => 'no reload applied');
+  assert.equal(connect(150).counts.rs3 ?? 0, 0, 'rs3 drained by the new config');
+  fs.writeFileSync(CONFIG, config());
+  await until(() => (metric(scrape(), 'xdp_dr_config_reloads_total', { result: 'applied' }) ?? 0) > appliedBefore + 1, 5000, () => 'no second reload');
+});
+
+test('kill -9 of the daemon: connections keep being balanced; a new daemon adopts the state', async () => {
+  const idsBefore = cli(topo.lb, 'list', '--json');
+  const killed = new Promise((r) => daemon!.child.once('exit', r));
+  daemon!.child.kill('SIGKILL');
+  await killed;
+  const r = connect(300);
+  assert.deepEqual(r.errors, []);
+  for (const n of ['rs1', 'rs2', 'rs3']) assert.ok(Math.abs((r.counts[n] ?? 0) - 100) <= 20, JSON.stringify(r.counts));
+  daemon = await startDaemon();
+  await until(() => !!logged(/^adopted the load balancer already running on eth0$/), 2000, () => 'adoption logged');
+  assert.ok(!logged(/^eth0: [+~-] /), 'adopting changed nothing');
+  const strip = (s: string) => JSON.parse(s).load_balancers[0].services.map((x: { backends: { id: number }[] }) => x.backends.map((b) => b.id));
+  assert.deepEqual(strip(cli(topo.lb, 'list', '--json')), strip(idsBefore));
+});
+
+test('SIGTERM leaves the load balancer forwarding; --detach-on-exit takes it off', async () => {
+  let exited = new Promise((r) => daemon!.child.once('exit', r));
+  daemon!.child.kill('SIGTERM');
+  await exited;
+  assert.ok(logged(/eth0 keeps forwarding from its pinned state/));
+  assert.deepEqual(connect(30).errors, []);
+  daemon = await startDaemon('--detach-on-exit');
+  exited = new Promise((r) => daemon!.child.once('exit', r));
+  daemon!.child.kill('SIGTERM');
+  await exited;
+  assert.ok(logged(/^detached from eth0$/));
+  const link = JSON.parse(topo.exec(topo.lb.ns, 'ip', ['-j', '-d', 'link', 'show', 'dev', 'eth0']))[0];
+  assert.equal(link.xdp, undefined, 'no XDP program left on eth0');
+  assert.ok(!fs.existsSync(path.join(PIN_BASE, 'eth0')));
+});
