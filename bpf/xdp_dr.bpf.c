@@ -150,7 +150,7 @@ int xdp_dr(struct xdp_md *ctx)
 	struct conn_value *cv;
 	void *ring;
 	__u32 slot, idx, svc_id, bid, now = 0;
-	int proto, act, tcp;
+	int proto, act, track;
 
 	proto = parse_eth(&cur, end, &eth);
 	if (proto < 0)
@@ -172,17 +172,23 @@ int xdp_dr(struct xdp_md *ctx)
 	if (f.has_ports && parse_ports(&cur, end, &f) < 0)
 		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
 
-	/* A tracked TCP flow goes where its record says, as long as that backend still holds its id. */
-	tcp = f.proto == IPPROTO_TCP && f.has_ports;
-	if (tcp) {
+	svc = find_service(&f);
+	if (!svc)
+		return record(f.has_ports ? XDP_DR_STAT_PASS_NO_SERVICE : XDP_DR_STAT_PASS_FRAGMENT, bytes,
+			      XDP_PASS);
+	svc_id = svc->id;
+
+	/* A tracked TCP flow goes where its record says, as long as that backend still holds its id. Only services
+	 * that track connections pay for the lookup, and a service that stops tracking stops following records. */
+	track = f.proto == IPPROTO_TCP && f.has_ports && (svc->flags & SERVICE_F_CONN_TABLE);
+	if (track) {
 		conn_key_of(&f, &ck);
 		now = bpf_ktime_get_coarse_ns() >> 30;
 		cv = bpf_map_lookup_elem(&conns, &ck);
-		if (cv && conn_holds(cv, &f, now)) {
+		if (cv && cv->service == svc_id && conn_holds(cv, &f, now)) {
 			bid = cv->backend;
 			be = bpf_map_lookup_elem(&backends, &bid);
 			if (be && be->gen == cv->gen && mac_set(be)) {
-				svc_id = cv->service;
 				if (f.tcp_flags & (TCP_FIN | TCP_RST))
 					cv->state = CONN_CLOSING;
 				if (cv->seen != now)
@@ -192,12 +198,6 @@ int xdp_dr(struct xdp_md *ctx)
 			}
 		}
 	}
-
-	svc = find_service(&f);
-	if (!svc)
-		return record(f.has_ports ? XDP_DR_STAT_PASS_NO_SERVICE : XDP_DR_STAT_PASS_FRAGMENT, bytes,
-			      XDP_PASS);
-	svc_id = svc->id;
 
 	ring = bpf_map_lookup_elem(&rings, &svc_id);
 	if (!ring)
@@ -216,7 +216,7 @@ int xdp_dr(struct xdp_md *ctx)
 	if (!be || !mac_set(be))
 		return record(XDP_DR_STAT_PASS_NO_BACKEND, bytes, XDP_PASS);
 	/* An RST opens nothing: recording it would only take a slot from a live flow. */
-	if (tcp && (svc->flags & SERVICE_F_CONN_TABLE) && !(f.tcp_flags & TCP_RST)) {
+	if (track && !(f.tcp_flags & TCP_RST)) {
 		struct conn_value nv = {
 			.backend = bid,
 			.gen = be->gen,

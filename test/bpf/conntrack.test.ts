@@ -116,3 +116,15 @@ test('a record idle longer than the timeout no longer binds its flow', async () 
     { build: { CONN_IDLE_TIMEOUT_S: 1 } },
   );
 });
+
+test('a service that stops tracking stops following its records', async () => {
+  await withLb(async (dp, change) => {
+    const four = [1, 2, 3, 4].map((n) => be(n));
+    await change([svc(TRACKED, four)]);
+    const before = FLOWS.map((f) => syn(dp, TRACKED, f));
+    await change([svc(TRACKED, [...four, be(5)], false)]);
+    const moved = FLOWS.filter((f, i) => ack(dp, TRACKED, f) !== before[i]).length;
+    assert.ok(moved > FLOWS.length * 0.1, `without the table the flows follow Maglev again: ${moved} moved`);
+    assert.equal(events(dp).hit, 0, 'no record was followed');
+  });
+});
