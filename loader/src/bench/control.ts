@@ -43,14 +43,17 @@ function memlock(fd: number): number {
 
 type Change = { total: number; plan: number; apply: number; slots: number };
 
-const MAP_LABELS = ['services', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats', 'backend_meta', 'lb_info'] as const;
+const MAP_LABELS = [
+  'services', 'service_index', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats', 'backend_meta',
+  'lb_info', 'conns', 'events',
+] as const;
 
 /** Memlock of every fixed map, and of one service's tables (live + standby), for a loaded dataplane with a table. */
 function memory(dp: Dataplane, serviceId: number): { fixed: number; perService: number; maps: Record<string, number> } {
   const raw = {
     services: dp.services.raw, vip_filter: dp.vipFilter.raw, rings: dp.rings, backends: dp.backends.raw, tx_ports: dp.txPorts.raw,
     stats: dp.stats.raw, service_stats: dp.serviceStats.raw, backend_stats: dp.backendStats.raw, backend_meta: dp.backendMeta.raw,
-    lb_info: dp.lbInfo.raw,
+    lb_info: dp.lbInfo.raw, conns: dp.conns.raw, events: dp.events.raw, service_index: dp.serviceIndex.raw,
   };
   const maps = Object.fromEntries(MAP_LABELS.map((n) => [n, memlock(raw[n].fd)]));
   const inner = dp.rings.lookup(Buffer.from(new Uint32Array([serviceId]).buffer))!;
@@ -147,9 +150,17 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
     dp.discard();
   }
   results.push(memoryOfBuild({ MAX_SERVICES: 1000, MAX_BACKENDS: 10000 }, '1,000 services / 10,000 backends build, all services', 1000));
-  // Nothing to measure for tracked flows: the program has no connection table yet (issue 7).
-  results.push(result('map memory, 1,000,000 tracked flows', null, 'MiB', {
-    note: 'not measured: xdp-dr has no connection table yet (issue 7); every packet is placed by its Maglev table',
-  }));
+  // The connection table is preallocated (an LRU hash always is): its memory is what its build asks for.
+  const conns = (n: number): BenchResult => {
+    const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `bench-control-${process.pid}-conns`), hashSeed: 1, build: n ? { MAX_CONNS: n } : {} });
+    try {
+      const bytes = memlock(dp.conns.raw.fd);
+      return result(`map memory, connection table of ${dp.conns.raw.info.maxEntries.toLocaleString('en')} tracked flows`, bytes / 2 ** 20, 'MiB',
+        { max_conns: dp.conns.raw.info.maxEntries, bytes, bytes_per_flow: bytes / dp.conns.raw.info.maxEntries });
+    } finally {
+      dp.discard();
+    }
+  };
+  results.push(conns(0), conns(1_000_000));
   return results;
 }
