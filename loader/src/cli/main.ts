@@ -17,6 +17,7 @@ import { simulateCommand } from './commands/simulate';
 import { realserverCommand } from './commands/realserver';
 import { benchCommand } from './commands/bench';
 import { runCommand } from './commands/run';
+import { upgradeCommand } from './commands/upgrade';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2 } as const;
 
@@ -37,7 +38,7 @@ export function program(): Command {
     });
   const commands = [
     attachCommand(), detachCommand(), serviceCommand(), backendCommand(), listCommand(), applyCommand(), simulateCommand(),
-    realserverCommand(), runCommand(), benchCommand(),
+    realserverCommand(), runCommand(), upgradeCommand(), benchCommand(),
   ];
   for (const c of commands)
     p.addCommand(c);

@@ -137,6 +137,17 @@ export class Dataplane {
     }
     try {
       const tableSize = tableSizeOf(obj);
+      // The kernel marks device maps read-only for programs when it makes them, so libbpf never finds a pinned
+      // one equal to the definition: take it over by hand (sizes checked), as a new build taking over must.
+      const txPin = path.join(opts.pinDir, 'tx_ports');
+      if (fs.existsSync(txPin)) {
+        const pinned = RawMap.fromPin(txPin, 'tx_ports');
+        try {
+          obj.reuseMap('tx_ports', pinned);
+        } finally {
+          pinned.close();
+        }
+      }
       obj.load();
       const maps = Object.fromEntries(MAP_NAMES.map((n) => [n, obj.map(n)])) as Record<MapName, RawMap>;
       const dp = new Dataplane(opts.pinDir, maps, obj, obj.programFd(PROGRAM));

@@ -3,10 +3,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  Dataplane, PIN_BASE, LINK_PIN, attachPinned, detachPinned, removePinDir, buildId, ensureBpffs,
+  Dataplane, PIN_BASE, LINK_PIN, PROG_PIN, attachPinned, detachPinned, removePinDir, buildId, ensureBpffs,
 } from '../dataplane/dataplane';
 import { ensureObject } from '../dataplane/build';
-import { queryXdp, XdpMode } from '../libbpf';
+import { queryXdp, XdpMode, replaceLinkProgram, check, fn, BpfError } from '../libbpf';
 import { UsageError } from '../errors';
 import { linkInfo, NetifError, LinkInfo } from './netif';
 import { MODE_VALUE, readState } from './state';
@@ -154,5 +154,59 @@ export function interfaceExists(iface: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+export interface UpgradeResult {
+  from: string;
+  to: string;
+  /** False when the interface already ran this build. */
+  upgraded: boolean;
+}
+
+/**
+ * Replaces the program running on an interface with another build, keeping every map: the new program is loaded
+ * onto the pinned maps (libbpf refuses maps whose layout the new build does not share) and swapped in on the
+ * existing XDP link in one kernel operation, so no packet meets the interface without a program or a table.
+ * On any failure the old program keeps running and the pins are as they were.
+ */
+export function upgrade(iface: string, objectPath: string): UpgradeResult {
+  const pinDir = pinDirOf(iface);
+  const linkPin = path.join(pinDir, LINK_PIN);
+  if (!fs.existsSync(linkPin)) throw new UsageError(`xdp-dr is not attached to ${iface}: nothing to upgrade (xdp-dr attach ${iface})`);
+  const old = openLb(iface);
+  const st = readState(old);
+  const info = old.lbInfo.lookup(0)!;
+  const oldProgFd = old.progFd;
+  const to = buildId(objectPath).toString('hex');
+  try {
+    if (st.buildId === to) return { from: st.buildId, to, upgraded: false };
+    let next: Dataplane | undefined;
+    const linkFd = check(fn.bpf_obj_get(linkPin), 'bpf_obj_get', `XDP link of ${iface} at ${linkPin}`);
+    try {
+      next = Dataplane.load({ pinDir, hashSeed: st.hashSeed, objectPath });
+      replaceLinkProgram(linkFd, next.progFd!, `XDP link of ${iface}`);
+      return { from: st.buildId, to, upgraded: true };
+    } catch (e) {
+      // The pinned program and lb_info must describe what runs: the old program, if the swap did not happen.
+      if (next) {
+        const progPin = path.join(pinDir, PROG_PIN);
+        fs.rmSync(progPin, { force: true });
+        if (oldProgFd !== undefined) fn.bpf_obj_pin(oldProgFd, progPin);
+        old.lbInfo.update(0, info);
+      }
+      if (e instanceof BpfError && /couldn't reuse pinned map|incompatible/i.test(`${e.message} ${e.libbpfMessage ?? ''}`))
+        throw new UsageError(
+          `the new build's maps do not match the running ones (${e.message.split('\n')[0]}): it cannot take over live. ` +
+            `Migrate with 'xdp-dr detach ${iface}', 'xdp-dr attach ${iface}' and 'xdp-dr apply -c <config>' (flows are rebalanced ` +
+            'and the connection table starts empty); the running load balancer is untouched',
+        );
+      throw e;
+    } finally {
+      next?.close();
+      fn.close(linkFd);
+    }
+  } finally {
+    old.close();
   }
 }

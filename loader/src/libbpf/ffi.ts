@@ -128,6 +128,7 @@ export const fn = {
   bpf_map__max_entries: lib.func('uint32_t bpf_map__max_entries(bpf_map *map)'),
   bpf_map__inner_map: lib.func('bpf_map *bpf_map__inner_map(bpf_map *map)'),
   bpf_map__set_pin_path: lib.func('int bpf_map__set_pin_path(bpf_map *map, const char *path)'),
+  bpf_map__reuse_fd: lib.func('int bpf_map__reuse_fd(bpf_map *map, int fd)'),
   bpf_map__pin_path: lib.func('const char *bpf_map__pin_path(bpf_map *map)'),
   bpf_map__is_pinned: lib.func('bool bpf_map__is_pinned(bpf_map *map)'),
   bpf_map__unpin: lib.func('int bpf_map__unpin(bpf_map *map, const char *path)'),

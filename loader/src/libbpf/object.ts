@@ -132,6 +132,22 @@ export class BpfObject {
     return fd;
   }
 
+  /**
+   * Makes the object use an existing map (before load) without libbpf's pinned-map comparison, for map types
+   * whose flags the kernel changes at creation (device maps become read-only for programs), so that the
+   * comparison fails for a map made by this very object. The caller checks sizes and entries.
+   */
+  reuseMap(name: string, map: RawMap): void {
+    const def = this.mapDef(name);
+    if (def.type !== map.info.type || def.keySize !== map.info.keySize || def.valueSize !== map.info.valueSize || def.maxEntries !== map.info.maxEntries)
+      throw new BpfError({
+        op: 'bpf_map__reuse_fd', errno: 22, object: `map '${name}'`,
+        hint: 'maps pinned by another build are in the way: detach the running load balancer first (xdp-dr detach <iface>)',
+        libbpfMessage: `couldn't reuse pinned map '${name}': parameter mismatch`,
+      });
+    check(fn.bpf_map__reuse_fd(this.mapHandle(name), map.fd), 'bpf_map__reuse_fd', `map '${name}'`);
+  }
+
   private mapHandle(name: string): unknown {
     const m = fn.bpf_object__find_map_by_name(this.handle, name);
     if (!m) throw new Error(`${this.path} has no map '${name}'`);
