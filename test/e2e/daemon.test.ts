@@ -41,7 +41,9 @@ function connect(n: number): { counts: Record<string, number>; errors: string[] 
 /** Starts the daemon in the LB namespace; resolves when it says it runs. */
 async function startDaemon(...extra: string[]): Promise<{ child: ChildProcess; log: string[] }> {
   process.env.XDP_DR_PIN_BASE = PIN_BASE;
-  const child = topo.spawn(topo.lb.ns, process.execPath, [CLI, 'run', '-c', CONFIG, '--metrics-address', METRICS, '--log-format', 'json', ...extra]);
+  const child = topo.spawn(topo.lb.ns, process.execPath, [
+    CLI, 'run', '-c', CONFIG, '--metrics-address', METRICS, '--log-format', 'json', '--survey-interval', '300', ...extra,
+  ]);
   const log: string[] = [];
   if (process.env.DAEMON_LOG) child.stderr!.on('data', (d) => fs.appendFileSync(process.env.DAEMON_LOG!, d));
   child.on('exit', (c, s) => process.env.DAEMON_LOG && fs.appendFileSync(process.env.DAEMON_LOG, `EXIT ${c} ${s}\n`));
@@ -172,6 +174,39 @@ test('a valid config change is applied when the file changes', async () => {
   assert.equal(connect(150).counts.rs3 ?? 0, 0, 'rs3 drained by the new config');
   fs.writeFileSync(CONFIG, config());
   await until(() => (metric(scrape(), 'xdp_dr_config_reloads_total', { result: 'applied' }) ?? 0) > appliedBefore + 1, 5000, () => 'no second reload');
+});
+
+test('the interface going down and up keeps the program attached and forwarding', async () => {
+  topo.exec(topo.lb.ns, 'ip', ['link', 'set', 'eth0', 'down']);
+  topo.exec(topo.lb.ns, 'ip', ['link', 'set', 'eth0', 'up']);
+  await until(() => connect(20).errors.length === 0, 5000, () => 'no traffic after the link came back');
+  const link = JSON.parse(topo.exec(topo.lb.ns, 'ip', ['-j', '-d', 'link', 'show', 'dev', 'eth0']))[0];
+  assert.equal(link.xdp?.mode, 1);
+});
+
+test('pins removed behind our back are noticed, reported and put back; a removed link pin is re-attached', async () => {
+  const dir = path.join(PIN_BASE, 'eth0');
+  fs.rmSync(path.join(dir, 'services'));
+  fs.rmSync(path.join(dir, 'link')); // the only holder of the XDP link: the program leaves eth0 with it
+  await until(() => !!logged(/^the XDP link pin of eth0 was removed/), 5000, () => 'link pin removal not noticed');
+  await until(() => !!logged(/^pins of eth0 were removed behind our back \(services\)/), 5000, () => 'map pin removal not noticed');
+  // The daemon logs before it repairs: wait for the repair itself.
+  await until(() => fs.existsSync(path.join(dir, 'services')) && fs.existsSync(path.join(dir, 'link')), 5000, () => 'pins not back');
+  await until(() => connect(20).errors.length === 0, 5000, () => 'no traffic after the repair');
+  await until(() => (metric(scrape(), 'xdp_dr_pin_repairs_total', { interface: 'eth0' }) ?? 0) >= 2, 5000, () => 'repairs not counted');
+});
+
+test('the interface deleted: the daemon says so; created again, it attaches again', async () => {
+  topo.unplug(topo.lb);
+  await until(() => !!logged(/^eth0 is gone/), 5000, () => 'deletion not noticed');
+  topo.replug(topo.lb);
+  await until(() => !!logged(/^eth0 is back \(ifindex \d+ -> \d+\): attaching again$/), 5000, () => 'return not noticed');
+  await until(() => {
+    const r = connect(30);
+    return r.errors.length === 0 && Object.keys(r.counts).length === 3;
+  }, 10_000, () => 'no balanced traffic after the interface returned');
+  const link = JSON.parse(topo.exec(topo.lb.ns, 'ip', ['-j', '-d', 'link', 'show', 'dev', 'eth0']))[0];
+  assert.equal(link.xdp?.mode, 1, 'attached again in native mode');
 });
 
 test('kill -9 of the daemon: connections keep being balanced; a new daemon adopts the state', async () => {

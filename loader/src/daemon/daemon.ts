@@ -8,8 +8,8 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { loadConfigFile, serviceName, ConfigError, type Config, type Service } from '../config';
 import { ensureObject, ROOT } from '../dataplane/build';
-import { Dataplane, objectLimits, buildId } from '../dataplane/dataplane';
-import { attach, detach, interfaceExists } from '../lb/instance';
+import { Dataplane, objectLimits, buildId, attachPinned, LINK_PIN } from '../dataplane/dataplane';
+import { attach, detach, interfaceExists, requireLink } from '../lb/instance';
 import { prepare, apply, Prepared } from '../lb/change';
 import { Journal } from '../lb/apply';
 import { formatPlan, planIsEmpty } from '../lb/plan';
@@ -24,6 +24,8 @@ export interface DaemonOptions {
   /** HOST:PORT for /metrics; empty = no metrics server. */
   metricsAddress: string;
   detachOnExit: boolean;
+  /** How often the surroundings are looked at (interfaces, pins, real-server MACs); 0 = never. */
+  surveyMs?: number;
 }
 
 const keyOf = (s: { vip: string; port: number; protocol: string }, address: string): string => `${serviceName(s)}|${address}`;
@@ -41,6 +43,9 @@ export class Daemon {
   private debounce?: NodeJS.Timeout;
   private queue: Promise<void> = Promise.resolve();
   private stopping = false;
+  private survey?: NodeJS.Timeout;
+  /** Interfaces found gone, so that it is said once, and said again when they return. */
+  private readonly gone = new Set<string>();
 
   constructor(private readonly opts: DaemonOptions) {}
 
@@ -69,6 +74,8 @@ export class Daemon {
     }
 
     process.on('SIGHUP', () => this.schedule(() => this.reload('SIGHUP')));
+    const every = this.opts.surveyMs ?? 2000;
+    if (every > 0) this.survey = setInterval(() => this.schedule(() => this.look()), every);
     // Editors replace files rather than write them in place: watch the directory, not the file.
     const file = path.resolve(this.opts.configFile);
     this.watcher = fs.watch(path.dirname(file), (_event, name) => {
@@ -84,6 +91,7 @@ export class Daemon {
     this.stopping = true;
     logger.info(`stopping on ${signal}`, { detach: this.opts.detachOnExit });
     this.checker.stop();
+    clearInterval(this.survey);
     this.watcher?.close();
     clearTimeout(this.debounce);
     await this.queue.catch(() => undefined);
@@ -141,6 +149,53 @@ export class Daemon {
       this.checker.set(this.targets());
       this.metrics?.reloads.inc({ result: 'rejected' });
     }
+  }
+
+  /**
+   * What can change around the load balancer without telling it: an interface deleted (and created again), pins
+   * removed from bpffs, a real server's MAC changed in the neighbour table (the reconcile at the end reads it).
+   */
+  private async look(): Promise<void> {
+    for (const [iface, dp] of [...this.lbs]) {
+      const st = readState(dp);
+      let ifindex: number | undefined;
+      try {
+        ifindex = requireLink(iface).ifindex;
+      } catch {
+        ifindex = undefined;
+      }
+      if (ifindex === undefined) {
+        if (!this.gone.has(iface)) logger.error(`${iface} is gone: nothing reaches the load balancer there until it returns`, { iface });
+        this.gone.add(iface);
+        continue;
+      }
+      if (ifindex !== st.ifindex) {
+        // The interface was deleted and created again: the old attachment died with it. Attach afresh.
+        logger.warn(`${iface} is back (ifindex ${st.ifindex} -> ${ifindex}): attaching again`, { iface });
+        this.gone.delete(iface);
+        const mode = this.config.interfaces.find((i) => i.name === iface)?.mode ?? 'native';
+        dp.close();
+        this.lbs.delete(iface);
+        detach(iface);
+        const { dp: fresh } = attach(iface, mode, this.config.hashSeed, { sameBuild: false });
+        this.lbs.set(iface, fresh);
+        continue;
+      }
+      this.gone.delete(iface);
+      const fixed = dp.repairPins();
+      if (fixed.length) {
+        logger.error(`pins of ${iface} were removed behind our back (${fixed.join(', ')}): pinned them again from the open maps`, { iface });
+        this.metrics?.pinRepairs.inc({ interface: iface }, fixed.length);
+      }
+      if (!fs.existsSync(path.join(dp.pinDir, LINK_PIN)) && dp.progFd !== undefined) {
+        // Without its pin and with no other holder the XDP link is gone, and with it the program on the NIC.
+        const mode = this.config.interfaces.find((i) => i.name === iface)?.mode ?? 'native';
+        logger.error(`the XDP link pin of ${iface} was removed and the program detached with it: attaching again`, { iface });
+        attachPinned(dp.progFd, iface, mode, dp.pinDir);
+        this.metrics?.pinRepairs.inc({ interface: iface });
+      }
+    }
+    await this.reconcile('survey');
   }
 
   private targets(): ProbeTarget[] {

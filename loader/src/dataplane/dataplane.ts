@@ -213,6 +213,27 @@ export class Dataplane {
     else if (this.progFd !== undefined) fn.close(this.progFd);
   }
 
+  /**
+   * Puts back map and program pins that were removed behind our back, from the fds this process holds (the
+   * maps live on while anything holds them). Returns the names re-pinned.
+   */
+  repairPins(): string[] {
+    const fixed: string[] = [];
+    fs.mkdirSync(this.pinDir, { recursive: true });
+    for (const n of MAP_NAMES) {
+      const pin = path.join(this.pinDir, n);
+      if (fs.existsSync(pin)) continue;
+      check(fn.bpf_obj_pin(this.maps[n].fd, pin), 'bpf_obj_pin', `map ${n} at ${pin}`);
+      fixed.push(n);
+    }
+    const progPin = path.join(this.pinDir, PROG_PIN);
+    if (this.progFd !== undefined && !fs.existsSync(progPin)) {
+      check(fn.bpf_obj_pin(this.progFd, progPin), 'bpf_obj_pin', `program at ${progPin}`);
+      fixed.push(PROG_PIN);
+    }
+    return fixed;
+  }
+
   /** Removes the map and program pins (they live on while a link or process still holds them). */
   unpin(): void {
     for (const n of [...MAP_NAMES, PROG_PIN]) fs.rmSync(path.join(this.pinDir, n), { force: true });

@@ -67,30 +67,45 @@ export class Topology {
       }
       execFileSync('ip', ['-n', this.sw, 'link', 'add', 'br0', 'type', 'bridge']);
       execFileSync('ip', ['-n', this.sw, 'link', 'set', 'br0', 'up']);
-      for (const h of this.hosts) {
-        const port = `p-${h.name}`;
-        execFileSync('ip', ['link', 'add', 'eth0', 'netns', h.ns, 'type', 'veth', 'peer', 'name', port, 'netns', this.sw]);
-        execFileSync('ip', ['-n', this.sw, 'link', 'set', port, 'master', 'br0', 'up']);
-        // No duplicate address detection: addresses are usable at once, and nobody else is on this segment.
-        this.exec(h.ns, 'sysctl', ['-qw', 'net.ipv6.conf.eth0.accept_dad=0']);
-        execFileSync('ip', ['-n', h.ns, 'addr', 'add', `${h.ip4}/24`, 'dev', 'eth0']);
-        execFileSync('ip', ['-n', h.ns, 'addr', 'add', `${h.ip6}/64`, 'dev', 'eth0', 'nodad']);
-        execFileSync('ip', ['-n', h.ns, 'link', 'set', 'eth0', 'up']);
-      }
+      for (const h of this.hosts) this.plug(h);
       // A veth hands frames over with the TCP/UDP checksum left for "hardware" to fill in; a frame that XDP sends
       // back out keeps the hole and the real server drops it. A real NIC delivers complete checksums, so the
       // client (the only sender whose frames cross the load balancer) computes its own, as a host behind a NIC does.
       this.exec(this.client.ns, 'ethtool', ['-K', 'eth0', 'tx', 'off']);
-      // A veth delivers the frames the load balancer sends back out (XDP_TX) only to a peer running XDP itself.
-      execFileSync('ip', ['-n', this.sw, 'link', 'set', 'dev', `p-${this.lb.name}`, 'xdpdrv', 'obj', ensureObject('xdp_pass'), 'sec', 'xdp']);
-      // The load balancer owns the VIPs on the segment: it is the host that answers ARP and ND for them.
-      execFileSync('ip', ['-n', this.lb.ns, 'addr', 'add', `${VIP4}/32`, 'dev', 'eth0']);
-      execFileSync('ip', ['-n', this.lb.ns, 'addr', 'add', `${VIP6}/128`, 'dev', 'eth0', 'nodad']);
       return this;
     } catch (e) {
       this.destroy();
       throw e;
     }
+  }
+
+  /** A host's eth0, cabled to the bridge; the load balancer's also gets the VIPs. */
+  private plug(h: Host): void {
+    const port = `p-${h.name}`;
+    execFileSync('ip', ['link', 'add', 'eth0', 'netns', h.ns, 'type', 'veth', 'peer', 'name', port, 'netns', this.sw]);
+    execFileSync('ip', ['-n', this.sw, 'link', 'set', port, 'master', 'br0', 'up']);
+    // No duplicate address detection: addresses are usable at once, and nobody else is on this segment.
+    this.exec(h.ns, 'sysctl', ['-qw', 'net.ipv6.conf.eth0.accept_dad=0']);
+    execFileSync('ip', ['-n', h.ns, 'addr', 'add', `${h.ip4}/24`, 'dev', 'eth0']);
+    execFileSync('ip', ['-n', h.ns, 'addr', 'add', `${h.ip6}/64`, 'dev', 'eth0', 'nodad']);
+    execFileSync('ip', ['-n', h.ns, 'link', 'set', 'eth0', 'up']);
+    if (h !== this.lb) return;
+    // A veth delivers the frames the load balancer sends back out (XDP_TX) only to a peer running XDP itself.
+    execFileSync('ip', ['-n', this.sw, 'link', 'set', 'dev', port, 'xdpdrv', 'obj', ensureObject('xdp_pass'), 'sec', 'xdp']);
+    // The load balancer owns the VIPs on the segment: it is the host that answers ARP and ND for them.
+    execFileSync('ip', ['-n', h.ns, 'addr', 'add', `${VIP4}/32`, 'dev', 'eth0']);
+    execFileSync('ip', ['-n', h.ns, 'addr', 'add', `${VIP6}/128`, 'dev', 'eth0', 'nodad']);
+  }
+
+  /** Deletes a host's eth0 (and its bridge port), as when a NIC or its driver goes away. */
+  unplug(h: Host): void {
+    execFileSync('ip', ['-n', h.ns, 'link', 'del', 'eth0']);
+  }
+
+  /** Creates it again (a new ifindex and MAC). Neighbours learn the new MAC as after a failover. */
+  replug(h: Host): void {
+    this.plug(h);
+    for (const other of this.hosts) if (other !== h) execFileSync('ip', ['-n', other.ns, 'neigh', 'flush', 'dev', 'eth0']);
   }
 
   private readonly http = new Map<string, ChildProcess>();

@@ -36,6 +36,7 @@ export class Metrics {
   readonly reloads: Counter<string>;
   readonly changes: Counter<string>;
   readonly slotsWritten: Counter<string>;
+  readonly pinRepairs: Counter<string>;
   private server?: http.Server;
 
   constructor(private readonly source: MetricsSource, info: { version: string; build: string }) {
@@ -113,6 +114,10 @@ export class Metrics {
       labelNames: ['result'], registers: [r],
     });
     this.slotsWritten = new Counter({ name: 'xdp_dr_table_slots_written_total', help: 'Maglev table slots written', registers: [r] });
+    this.pinRepairs = new Counter({
+      name: 'xdp_dr_pin_repairs_total', help: 'Pins found removed from bpffs and put back (or the XDP link re-attached)',
+      labelNames: ['interface'], registers: [r],
+    });
   }
 
   /** Serves /metrics on host:port; resolves once listening. */

@@ -10,6 +10,7 @@ interface Opts {
   metricsAddress: string;
   detachOnExit?: boolean;
   logFormat: string;
+  surveyInterval: string;
 }
 
 export function runCommand(): Command {
@@ -24,10 +25,13 @@ export function runCommand(): Command {
       .option('--metrics-address <host:port>', 'where to serve /metrics ("" for none)', '127.0.0.1:9642')
       .option('--detach-on-exit', 'detach and remove the pinned state when stopping')
       .option('--log-format <format>', 'human | json', 'human')
+      .option('--survey-interval <ms>', 'how often interfaces, pins and real-server MACs are looked at (0 = never)', '2000')
       .action(async (o: Opts) => {
         if (o.logFormat !== 'human' && o.logFormat !== 'json') throw new UsageError(`--log-format: '${o.logFormat}' is not human | json`);
         logger.format = o.logFormat;
-        const daemon = new Daemon({ configFile: o.config, metricsAddress: o.metricsAddress, detachOnExit: !!o.detachOnExit });
+        const surveyMs = Number(o.surveyInterval);
+        if (!Number.isInteger(surveyMs) || surveyMs < 0) throw new UsageError(`--survey-interval: '${o.surveyInterval}' is not a number of milliseconds`);
+        const daemon = new Daemon({ configFile: o.config, metricsAddress: o.metricsAddress, detachOnExit: !!o.detachOnExit, surveyMs });
         await daemon.start();
         logger.info('running', { config: o.config });
         await new Promise<void>((resolve) => {
