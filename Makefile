@@ -1,7 +1,7 @@
 # xdp-dr: `make` builds, `make test` runs every test, `make demo` shows it working. Each target sets up what it
 # needs first (apt packages, npm ci), so a fresh Debian 12 machine needs nothing else. V=1 shows the commands.
 .DELETE_ON_ERROR:
-.PHONY: all setup build ts bpf test demo bench clean
+.PHONY: all setup build ts bpf test demo bench fuzz clean
 
 Q := $(if $(V),,@)
 NODE := node --enable-source-maps
@@ -32,3 +32,6 @@ demo: build
 
 clean:
 	rm -rf dist build
+# A long fuzzing run (1,000,000 frames by default): make fuzz FUZZ_ARGS='--frames 5000000 --seed 7'
+fuzz: build
+	$(Q)$(NODE) dist/loader/src/fuzz/run.js $(FUZZ_ARGS)
