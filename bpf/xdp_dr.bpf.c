@@ -134,6 +134,59 @@ static __always_inline int mac_set(const struct backend_info *be)
 	return be->dst_mac[0] | be->dst_mac[1] | be->dst_mac[2] | be->dst_mac[3] | be->dst_mac[4] | be->dst_mac[5];
 }
 
+/* The backend a record names, if that backend still holds the id it was recorded with and has a MAC to send to. */
+static __always_inline struct backend_info *conn_backend(const struct conn_value *cv)
+{
+	__u32 bid = cv->backend;
+	struct backend_info *be = bpf_map_lookup_elem(&backends, &bid);
+
+	return be && be->gen == cv->gen && mac_set(be) ? be : NULL;
+}
+
+/* The service's Maglev pick for a flow: 0 with *bid and *be set, else the PASS outcome (never 0: 0 is TX). */
+static __always_inline int maglev_pick(__u32 svc_id, __u32 hash, __u32 *bid, struct backend_info **be)
+{
+	struct maglev_chunk *chunk;
+	__u32 slot = hash % MAGLEV_M, idx = slot / MAGLEV_CHUNK;
+	void *ring = bpf_map_lookup_elem(&rings, &svc_id);
+
+	if (!ring)
+		return XDP_DR_STAT_PASS_NO_TABLE;
+	chunk = bpf_map_lookup_elem(ring, &idx);
+	/* With a small MAGLEV_M clang drops the mask (slot is known < M), but the verifier cannot see that bound
+	 * through the modulo; the barrier keeps the mask that proves the index. */
+	barrier_var(slot);
+	*bid = chunk ? chunk->backend[slot & (MAGLEV_CHUNK - 1)] : 0;
+	if (!*bid)
+		return XDP_DR_STAT_PASS_NO_BACKEND;
+	*be = bpf_map_lookup_elem(&backends, bid);
+	if (!*be || !mac_set(*be))
+		return XDP_DR_STAT_PASS_NO_BACKEND;
+	return 0;
+}
+
+/* Sends the frame to the backend: MACs rewritten, IP untouched; counts it for the service and the backend. */
+static __always_inline int forward(struct xdp_md *ctx, struct ethhdr *eth, const struct backend_info *be, __u32 svc_id,
+				   __u32 bid, __u64 bytes)
+{
+	int act;
+
+	if (be->ifindex && be->ifindex != ctx->ingress_ifindex) {
+		/* Ask first, rewrite after: a missing egress port must leave the frame as it came. */
+		act = bpf_redirect_map(&tx_ports, be->ifindex, XDP_PASS);
+		if (act != XDP_REDIRECT)
+			return record(XDP_DR_STAT_PASS_NO_TX_PORT, bytes, XDP_PASS);
+	} else {
+		act = XDP_TX;
+	}
+
+	__builtin_memcpy(eth->h_dest, be->dst_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, be->src_mac, ETH_ALEN);
+	count(bpf_map_lookup_elem(&service_stats, &svc_id), bytes);
+	count(bpf_map_lookup_elem(&backend_stats, &bid), bytes);
+	return record(act == XDP_TX ? XDP_DR_STAT_TX : XDP_DR_STAT_REDIRECT, bytes, act);
+}
+
 SEC("xdp")
 int xdp_dr(struct xdp_md *ctx)
 {
@@ -145,12 +198,10 @@ int xdp_dr(struct xdp_md *ctx)
 	struct ethhdr *eth;
 	struct service_info *svc;
 	struct backend_info *be;
-	struct maglev_chunk *chunk;
 	struct conn_key ck;
 	struct conn_value *cv;
-	void *ring;
-	__u32 slot, idx, svc_id, bid, now = 0;
-	int proto, act, tcp;
+	__u32 svc_id, bid, now = 0;
+	int proto, tcp, stat;
 
 	proto = parse_eth(&cur, end, &eth);
 	if (proto < 0)
@@ -179,16 +230,16 @@ int xdp_dr(struct xdp_md *ctx)
 		now = bpf_ktime_get_coarse_ns() >> 30;
 		cv = bpf_map_lookup_elem(&conns, &ck);
 		if (cv && conn_holds(cv, &f, now)) {
-			bid = cv->backend;
-			be = bpf_map_lookup_elem(&backends, &bid);
-			if (be && be->gen == cv->gen && mac_set(be)) {
+			be = conn_backend(cv);
+			if (be) {
+				bid = cv->backend;
 				svc_id = cv->service;
 				if (f.tcp_flags & (TCP_FIN | TCP_RST))
 					cv->state = CONN_CLOSING;
 				if (cv->seen != now)
 					cv->seen = now;
 				event(XDP_DR_EV_CONN_HIT);
-				goto forward;
+				goto out;
 			}
 		}
 	}
@@ -198,23 +249,10 @@ int xdp_dr(struct xdp_md *ctx)
 		return record(f.has_ports ? XDP_DR_STAT_PASS_NO_SERVICE : XDP_DR_STAT_PASS_FRAGMENT, bytes,
 			      XDP_PASS);
 	svc_id = svc->id;
-
-	ring = bpf_map_lookup_elem(&rings, &svc_id);
-	if (!ring)
-		return record(XDP_DR_STAT_PASS_NO_TABLE, bytes, XDP_PASS);
 	/* Fragments carry no ports past the first, so all fragments of a datagram hash on addresses alone. */
-	slot = flow_hash(&f, f.is_fragment || (svc->flags & SERVICE_F_HASH_L3)) % MAGLEV_M;
-	idx = slot / MAGLEV_CHUNK;
-	chunk = bpf_map_lookup_elem(ring, &idx);
-	/* With a small MAGLEV_M clang drops the mask (slot is known < M), but the verifier cannot see that bound
-	 * through the modulo; the barrier keeps the mask that proves the index. */
-	barrier_var(slot);
-	bid = chunk ? chunk->backend[slot & (MAGLEV_CHUNK - 1)] : 0;
-	if (!bid)
-		return record(XDP_DR_STAT_PASS_NO_BACKEND, bytes, XDP_PASS);
-	be = bpf_map_lookup_elem(&backends, &bid);
-	if (!be || !mac_set(be))
-		return record(XDP_DR_STAT_PASS_NO_BACKEND, bytes, XDP_PASS);
+	stat = maglev_pick(svc_id, flow_hash(&f, f.is_fragment || (svc->flags & SERVICE_F_HASH_L3)), &bid, &be);
+	if (stat)
+		return record(stat, bytes, XDP_PASS);
 	/* An RST opens nothing: recording it would only take a slot from a live flow. */
 	if (tcp && (svc->flags & SERVICE_F_CONN_TABLE) && !(f.tcp_flags & TCP_RST)) {
 		struct conn_value nv = {
@@ -228,20 +266,6 @@ int xdp_dr(struct xdp_md *ctx)
 		bpf_map_update_elem(&conns, &ck, &nv, BPF_ANY);
 		event(XDP_DR_EV_CONN_NEW);
 	}
-
-forward:
-	if (be->ifindex && be->ifindex != ctx->ingress_ifindex) {
-		/* Ask first, rewrite after: a missing egress port must leave the frame as it came. */
-		act = bpf_redirect_map(&tx_ports, be->ifindex, XDP_PASS);
-		if (act != XDP_REDIRECT)
-			return record(XDP_DR_STAT_PASS_NO_TX_PORT, bytes, XDP_PASS);
-	} else {
-		act = XDP_TX;
-	}
-
-	__builtin_memcpy(eth->h_dest, be->dst_mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, be->src_mac, ETH_ALEN);
-	count(bpf_map_lookup_elem(&service_stats, &svc_id), bytes);
-	count(bpf_map_lookup_elem(&backend_stats, &bid), bytes);
-	return record(act == XDP_TX ? XDP_DR_STAT_TX : XDP_DR_STAT_REDIRECT, bytes, act);
+out:
+	return forward(ctx, eth, be, svc_id, bid, bytes);
 }
