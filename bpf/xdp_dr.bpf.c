@@ -187,6 +187,76 @@ static __always_inline int forward(struct xdp_md *ctx, struct ethhdr *eth, const
 	return record(act == XDP_TX ? XDP_DR_STAT_TX : XDP_DR_STAT_REDIRECT, bytes, act);
 }
 
+/* An ICMP error about a flow of a service (fragmentation needed, packet too big, time exceeded, ...) goes to the
+ * backend that flow's own packets go to, so that the real server hears of it: path-MTU discovery works behind the
+ * load balancer. A router sends it to the VIP, quoting a reply (VIP -> client); the flow is that reply reversed.
+ * The record of a flow is only read here: an error neither opens, refreshes nor closes it. Not inlined, so that
+ * the TCP/UDP path stays as it was. */
+static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l3, void *l4, __u32 family)
+{
+	void *end = (void *)(long)ctx->data_end;
+	__u64 bytes = end - (void *)(long)ctx->data;
+	struct hdr_cursor cur = { .pos = l4 };
+	struct icmp_min *icmp = l4;
+	struct flow outer = {}, q = {}, f = {};
+	struct service_info *svc;
+	struct backend_info *be;
+	struct conn_key ck;
+	struct conn_value *cv;
+	__u32 room, svc_id, bid;
+	int stat;
+
+	if ((void *)(icmp + 1) > end || !icmp_is_error(family, icmp->type))
+		return record(XDP_DR_STAT_PASS_OTHER_PROTO, bytes, XDP_PASS);
+	if (parse_outer(l3, end, family, &outer, &room) < 0 || room < sizeof(*icmp))
+		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+	if (!maybe_vip(&outer))
+		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
+	cur.pos = icmp + 1;
+	if (parse_quote(&cur, end, family, room - sizeof(*icmp), &q) < 0)
+		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+	if (q.proto != IPPROTO_TCP && q.proto != IPPROTO_UDP)
+		return record(XDP_DR_STAT_PASS_OTHER_PROTO, bytes, XDP_PASS);
+	if (!q.has_ports)
+		return record(XDP_DR_STAT_PASS_FRAGMENT, bytes, XDP_PASS);
+	/* Routers send errors to the quoted source; anything else is not about a flow of this VIP. */
+	if ((q.src[0] ^ outer.dst[0]) | (q.src[1] ^ outer.dst[1]) | (q.src[2] ^ outer.dst[2]) |
+	    (q.src[3] ^ outer.dst[3]))
+		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+
+	__builtin_memcpy(f.src, q.dst, 16);
+	__builtin_memcpy(f.dst, q.src, 16);
+	f.sport = q.dport;
+	f.dport = q.sport;
+	f.proto = q.proto;
+	f.family = q.family;
+	f.has_ports = 1;
+
+	if (f.proto == IPPROTO_TCP) {
+		conn_key_of(&f, &ck);
+		cv = bpf_map_lookup_elem(&conns, &ck);
+		/* No TCP flags: a closing record holds for its closing timeout, as for the close's last packets. */
+		if (cv && conn_holds(cv, &f, bpf_ktime_get_coarse_ns() >> 30)) {
+			be = conn_backend(cv);
+			if (be) {
+				bid = cv->backend;
+				svc_id = cv->service;
+				goto out;
+			}
+		}
+	}
+	svc = find_service(&f);
+	if (!svc)
+		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
+	stat = maglev_pick(svc->id, flow_hash(&f, svc->flags & SERVICE_F_HASH_L3), &bid, &be);
+	if (stat)
+		return record(stat, bytes, XDP_PASS);
+	svc_id = svc->id;
+out:
+	event(XDP_DR_EV_ICMP_ROUTED);
+	return forward(ctx, eth, be, svc_id, bid, bytes);
+}
+
 SEC("xdp")
 int xdp_dr(struct xdp_md *ctx)
 {
@@ -196,6 +266,7 @@ int xdp_dr(struct xdp_md *ctx)
 	struct hdr_cursor cur = { .pos = data };
 	struct flow f = {};
 	struct ethhdr *eth;
+	void *l3;
 	struct service_info *svc;
 	struct backend_info *be;
 	struct conn_key ck;
@@ -206,6 +277,7 @@ int xdp_dr(struct xdp_md *ctx)
 	proto = parse_eth(&cur, end, &eth);
 	if (proto < 0)
 		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+	l3 = cur.pos;
 	if (proto == bpf_htons(ETH_P_IP)) {
 		if (parse_ipv4(&cur, end, &f) < 0)
 			return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
@@ -216,8 +288,12 @@ int xdp_dr(struct xdp_md *ctx)
 		return record(XDP_DR_STAT_PASS_NOT_IP, bytes, XDP_PASS);
 	}
 
-	if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP)
+	if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP) {
+		/* A fragment of an ICMP error is left to the kernel: its other fragments would not follow it. */
+		if (f.proto == (f.family == XDP_DR_AF_INET ? IPPROTO_ICMP : IPPROTO_ICMPV6) && !f.is_fragment)
+			return icmp_error(ctx, eth, l3, cur.pos, f.family);
 		return record(XDP_DR_STAT_PASS_OTHER_PROTO, bytes, XDP_PASS);
+	}
 	if (!maybe_vip(&f))
 		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
 	if (f.has_ports && parse_ports(&cur, end, &f) < 0)
