@@ -134,6 +134,128 @@ static __always_inline int mac_set(const struct backend_info *be)
 	return be->dst_mac[0] | be->dst_mac[1] | be->dst_mac[2] | be->dst_mac[3] | be->dst_mac[4] | be->dst_mac[5];
 }
 
+/* The backend a record names, if that backend still holds the id it was recorded with and has a MAC to send to. */
+static __always_inline struct backend_info *conn_backend(const struct conn_value *cv)
+{
+	__u32 bid = cv->backend;
+	struct backend_info *be = bpf_map_lookup_elem(&backends, &bid);
+
+	return be && be->gen == cv->gen && mac_set(be) ? be : NULL;
+}
+
+/* The service's Maglev pick for a flow: 0 with *bid and *be set, else the PASS outcome (never 0: 0 is TX). */
+static __always_inline int maglev_pick(__u32 svc_id, __u32 hash, __u32 *bid, struct backend_info **be)
+{
+	struct maglev_chunk *chunk;
+	__u32 slot = hash % MAGLEV_M, idx = slot / MAGLEV_CHUNK;
+	void *ring = bpf_map_lookup_elem(&rings, &svc_id);
+
+	if (!ring)
+		return XDP_DR_STAT_PASS_NO_TABLE;
+	chunk = bpf_map_lookup_elem(ring, &idx);
+	/* With a small MAGLEV_M clang drops the mask (slot is known < M), but the verifier cannot see that bound
+	 * through the modulo; the barrier keeps the mask that proves the index. */
+	barrier_var(slot);
+	*bid = chunk ? chunk->backend[slot & (MAGLEV_CHUNK - 1)] : 0;
+	if (!*bid)
+		return XDP_DR_STAT_PASS_NO_BACKEND;
+	*be = bpf_map_lookup_elem(&backends, bid);
+	if (!*be || !mac_set(*be))
+		return XDP_DR_STAT_PASS_NO_BACKEND;
+	return 0;
+}
+
+/* Sends the frame to the backend: MACs rewritten, IP untouched; counts it for the service and the backend. */
+static __always_inline int forward(struct xdp_md *ctx, struct ethhdr *eth, const struct backend_info *be, __u32 svc_id,
+				   __u32 bid, __u64 bytes)
+{
+	int act;
+
+	if (be->ifindex && be->ifindex != ctx->ingress_ifindex) {
+		/* Ask first, rewrite after: a missing egress port must leave the frame as it came. */
+		act = bpf_redirect_map(&tx_ports, be->ifindex, XDP_PASS);
+		if (act != XDP_REDIRECT)
+			return record(XDP_DR_STAT_PASS_NO_TX_PORT, bytes, XDP_PASS);
+	} else {
+		act = XDP_TX;
+	}
+
+	__builtin_memcpy(eth->h_dest, be->dst_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, be->src_mac, ETH_ALEN);
+	count(bpf_map_lookup_elem(&service_stats, &svc_id), bytes);
+	count(bpf_map_lookup_elem(&backend_stats, &bid), bytes);
+	return record(act == XDP_TX ? XDP_DR_STAT_TX : XDP_DR_STAT_REDIRECT, bytes, act);
+}
+
+/* An ICMP error about a flow of a service (fragmentation needed, packet too big, time exceeded, ...) goes to the
+ * backend that flow's own packets go to, so that the real server hears of it: path-MTU discovery works behind the
+ * load balancer. A router sends it to the VIP, quoting a reply (VIP -> client); the flow is that reply reversed.
+ * The record of a flow is only read here: an error neither opens, refreshes nor closes it. Not inlined, so that
+ * the TCP/UDP path stays as it was. */
+static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l3, void *l4, __u32 family)
+{
+	void *end = (void *)(long)ctx->data_end;
+	__u64 bytes = end - (void *)(long)ctx->data;
+	struct hdr_cursor cur = { .pos = l4 };
+	struct icmp_min *icmp = l4;
+	struct flow outer = {}, q = {}, f = {};
+	struct service_info *svc;
+	struct backend_info *be;
+	struct conn_key ck;
+	struct conn_value *cv;
+	__u32 room, svc_id, bid;
+	int stat;
+
+	if ((void *)(icmp + 1) > end || !icmp_is_error(family, icmp->type))
+		return record(XDP_DR_STAT_PASS_OTHER_PROTO, bytes, XDP_PASS);
+	if (parse_outer(l3, end, family, &outer, &room) < 0 || room < sizeof(*icmp))
+		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+	if (!maybe_vip(&outer))
+		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
+	cur.pos = icmp + 1;
+	if (parse_quote(&cur, end, family, room - sizeof(*icmp), &q) < 0)
+		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+	if (q.proto != IPPROTO_TCP && q.proto != IPPROTO_UDP)
+		return record(XDP_DR_STAT_PASS_OTHER_PROTO, bytes, XDP_PASS);
+	if (!q.has_ports)
+		return record(XDP_DR_STAT_PASS_FRAGMENT, bytes, XDP_PASS);
+	/* Routers send errors to the quoted source; anything else is not about a flow of this VIP. */
+	if ((q.src[0] ^ outer.dst[0]) | (q.src[1] ^ outer.dst[1]) | (q.src[2] ^ outer.dst[2]) |
+	    (q.src[3] ^ outer.dst[3]))
+		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+
+	__builtin_memcpy(f.src, q.dst, 16);
+	__builtin_memcpy(f.dst, q.src, 16);
+	f.sport = q.dport;
+	f.dport = q.sport;
+	f.proto = q.proto;
+	f.family = q.family;
+	f.has_ports = 1;
+
+	svc = find_service(&f);
+	if (!svc)
+		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
+	svc_id = svc->id;
+	if (f.proto == IPPROTO_TCP && (svc->flags & SERVICE_F_CONN_TABLE)) {
+		conn_key_of(&f, &ck);
+		cv = bpf_map_lookup_elem(&conns, &ck);
+		/* No TCP flags: a closing record holds for its closing timeout, as for the close's last packets. */
+		if (cv && cv->service == svc_id && conn_holds(cv, &f, bpf_ktime_get_coarse_ns() >> 30)) {
+			be = conn_backend(cv);
+			if (be) {
+				bid = cv->backend;
+				goto out;
+			}
+		}
+	}
+	stat = maglev_pick(svc_id, flow_hash(&f, svc->flags & SERVICE_F_HASH_L3), &bid, &be);
+	if (stat)
+		return record(stat, bytes, XDP_PASS);
+out:
+	event(XDP_DR_EV_ICMP_ROUTED);
+	return forward(ctx, eth, be, svc_id, bid, bytes);
+}
+
 SEC("xdp")
 int xdp_dr(struct xdp_md *ctx)
 {
@@ -143,18 +265,18 @@ int xdp_dr(struct xdp_md *ctx)
 	struct hdr_cursor cur = { .pos = data };
 	struct flow f = {};
 	struct ethhdr *eth;
+	void *l3;
 	struct service_info *svc;
 	struct backend_info *be;
-	struct maglev_chunk *chunk;
 	struct conn_key ck;
 	struct conn_value *cv;
-	void *ring;
-	__u32 slot, idx, svc_id, bid, now = 0;
-	int proto, act, track;
+	__u32 svc_id, bid, now = 0;
+	int proto, track, stat;
 
 	proto = parse_eth(&cur, end, &eth);
 	if (proto < 0)
 		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+	l3 = cur.pos;
 	if (proto == bpf_htons(ETH_P_IP)) {
 		if (parse_ipv4(&cur, end, &f) < 0)
 			return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
@@ -165,8 +287,12 @@ int xdp_dr(struct xdp_md *ctx)
 		return record(XDP_DR_STAT_PASS_NOT_IP, bytes, XDP_PASS);
 	}
 
-	if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP)
+	if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP) {
+		/* A fragment of an ICMP error is left to the kernel: its other fragments would not follow it. */
+		if (f.proto == (f.family == XDP_DR_AF_INET ? IPPROTO_ICMP : IPPROTO_ICMPV6) && !f.is_fragment)
+			return icmp_error(ctx, eth, l3, cur.pos, f.family);
 		return record(XDP_DR_STAT_PASS_OTHER_PROTO, bytes, XDP_PASS);
+	}
 	if (!maybe_vip(&f))
 		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
 	if (f.has_ports && parse_ports(&cur, end, &f) < 0)
@@ -186,35 +312,23 @@ int xdp_dr(struct xdp_md *ctx)
 		now = bpf_ktime_get_coarse_ns() >> 30;
 		cv = bpf_map_lookup_elem(&conns, &ck);
 		if (cv && cv->service == svc_id && conn_holds(cv, &f, now)) {
-			bid = cv->backend;
-			be = bpf_map_lookup_elem(&backends, &bid);
-			if (be && be->gen == cv->gen && mac_set(be)) {
+			be = conn_backend(cv);
+			if (be) {
+				bid = cv->backend;
 				if (f.tcp_flags & (TCP_FIN | TCP_RST))
 					cv->state = CONN_CLOSING;
 				if (cv->seen != now)
 					cv->seen = now;
 				event(XDP_DR_EV_CONN_HIT);
-				goto forward;
+				goto out;
 			}
 		}
 	}
 
-	ring = bpf_map_lookup_elem(&rings, &svc_id);
-	if (!ring)
-		return record(XDP_DR_STAT_PASS_NO_TABLE, bytes, XDP_PASS);
 	/* Fragments carry no ports past the first, so all fragments of a datagram hash on addresses alone. */
-	slot = flow_hash(&f, f.is_fragment || (svc->flags & SERVICE_F_HASH_L3)) % MAGLEV_M;
-	idx = slot / MAGLEV_CHUNK;
-	chunk = bpf_map_lookup_elem(ring, &idx);
-	/* With a small MAGLEV_M clang drops the mask (slot is known < M), but the verifier cannot see that bound
-	 * through the modulo; the barrier keeps the mask that proves the index. */
-	barrier_var(slot);
-	bid = chunk ? chunk->backend[slot & (MAGLEV_CHUNK - 1)] : 0;
-	if (!bid)
-		return record(XDP_DR_STAT_PASS_NO_BACKEND, bytes, XDP_PASS);
-	be = bpf_map_lookup_elem(&backends, &bid);
-	if (!be || !mac_set(be))
-		return record(XDP_DR_STAT_PASS_NO_BACKEND, bytes, XDP_PASS);
+	stat = maglev_pick(svc_id, flow_hash(&f, f.is_fragment || (svc->flags & SERVICE_F_HASH_L3)), &bid, &be);
+	if (stat)
+		return record(stat, bytes, XDP_PASS);
 	/* An RST opens nothing: recording it would only take a slot from a live flow. */
 	if (track && !(f.tcp_flags & TCP_RST)) {
 		struct conn_value nv = {
@@ -228,20 +342,6 @@ int xdp_dr(struct xdp_md *ctx)
 		bpf_map_update_elem(&conns, &ck, &nv, BPF_ANY);
 		event(XDP_DR_EV_CONN_NEW);
 	}
-
-forward:
-	if (be->ifindex && be->ifindex != ctx->ingress_ifindex) {
-		/* Ask first, rewrite after: a missing egress port must leave the frame as it came. */
-		act = bpf_redirect_map(&tx_ports, be->ifindex, XDP_PASS);
-		if (act != XDP_REDIRECT)
-			return record(XDP_DR_STAT_PASS_NO_TX_PORT, bytes, XDP_PASS);
-	} else {
-		act = XDP_TX;
-	}
-
-	__builtin_memcpy(eth->h_dest, be->dst_mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, be->src_mac, ETH_ALEN);
-	count(bpf_map_lookup_elem(&service_stats, &svc_id), bytes);
-	count(bpf_map_lookup_elem(&backend_stats, &bid), bytes);
-	return record(act == XDP_TX ? XDP_DR_STAT_TX : XDP_DR_STAT_REDIRECT, bytes, act);
+out:
+	return forward(ctx, eth, be, svc_id, bid, bytes);
 }

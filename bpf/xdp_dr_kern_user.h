@@ -86,7 +86,8 @@ enum xdp_dr_stat {
 	XDP_DR_STAT_TX = 0,            /* forwarded out of the ingress interface */
 	XDP_DR_STAT_REDIRECT,          /* forwarded through another interface */
 	XDP_DR_STAT_PASS_NOT_IP,       /* ARP, LLDP and all other non-IP frames */
-	XDP_DR_STAT_PASS_MALFORMED,    /* truncated or inconsistent headers: left to the kernel untouched */
+	XDP_DR_STAT_PASS_MALFORMED,    /* truncated or inconsistent headers, also an ICMP error's quote cut short or
+					* not from the address the error was sent to: left to the kernel untouched */
 	XDP_DR_STAT_PASS_OTHER_PROTO,  /* IP but neither TCP nor UDP, or an IPv6 header chain we do not walk */
 	XDP_DR_STAT_PASS_NO_SERVICE,   /* no service for this VIP, port and protocol */
 	XDP_DR_STAT_PASS_FRAGMENT,     /* non-first fragment of a VIP with no port-0 service to carry it */
@@ -100,6 +101,7 @@ enum xdp_dr_stat {
 enum xdp_dr_event {
 	XDP_DR_EV_CONN_HIT = 0, /* a TCP packet followed its connection record */
 	XDP_DR_EV_CONN_NEW,     /* a connection record was written (new flow, or its record no longer held) */
+	XDP_DR_EV_ICMP_ROUTED,  /* an ICMP error about a flow was sent to that flow's backend */
 	XDP_DR_EV_MAX,
 };
 

@@ -156,6 +156,11 @@ export interface FrameSpec {
   proto: 'tcp' | 'udp' | 'icmp' | number;
   /** For ICMP echo, sport is used as the identifier. */
   sport?: number;
+  /** ICMP type and code (default: echo request, code 0). */
+  icmpType?: number;
+  icmpCode?: number;
+  /** ICMP header bytes 4..7 (default: identifier sport and sequence seq): the MTU of frag-needed or too-big. */
+  icmpRest?: number;
   dport?: number;
   tcpFlags?: number;
   /** TCP sequence number; for ICMP echo its low 16 bits are the sequence. */
@@ -245,9 +250,14 @@ function buildL4(spec: FrameSpec, proto: number, src: Buffer, dst: Buffer, paylo
   }
   if (spec.proto === 'icmp') {
     const h = Buffer.alloc(8);
-    h[0] = v6 ? 128 : 8;
-    h.writeUInt16BE(sport, 4);
-    h.writeUInt16BE((spec.seq ?? 1) & 0xffff, 6);
+    h[0] = checkInt('icmpType', spec.icmpType ?? (v6 ? 128 : 8), 0, 255);
+    h[1] = checkInt('icmpCode', spec.icmpCode ?? 0, 0, 255);
+    if (spec.icmpRest !== undefined) {
+      h.writeUInt32BE(checkInt('icmpRest', spec.icmpRest, 0, 0xffffffff), 4);
+    } else {
+      h.writeUInt16BE(sport, 4);
+      h.writeUInt16BE((spec.seq ?? 1) & 0xffff, 6);
+    }
     const msg = Buffer.concat([h, payload]);
     // ICMPv6 (RFC 4443) covers a pseudo-header; ICMPv4 does not.
     const ck = v6
@@ -373,6 +383,46 @@ export function buildFrame(spec: FrameSpec): Buffer {
   const padTo = spec.padTo ?? 0;
   if (frame.length >= padTo) return frame;
   return Buffer.concat([frame, Buffer.alloc(padTo - frame.length)]);
+}
+
+export const ICMP = { DEST_UNREACH: 3, FRAG_NEEDED_CODE: 4, TIME_EXCEEDED: 11, PARAMETER_PROBLEM: 12, ECHO_REPLY: 0 } as const;
+export const ICMPV6 = { DEST_UNREACH: 1, PACKET_TOO_BIG: 2, TIME_EXCEEDED: 3, PARAMETER_PROBLEM: 4, ECHO_REPLY: 129 } as const;
+
+export interface IcmpErrorSpec {
+  srcMac?: string;
+  dstMac?: string;
+  vlans?: VlanTag[];
+  /** The router that reports the error. */
+  src: string;
+  /** Where the error goes; routers send it to the quoted packet's source. */
+  dst: string;
+  type: number;
+  code?: number;
+  /** Next-hop MTU (IPv4 frag-needed: low 16 bits; ICMPv6 packet too big: all 32). */
+  mtu?: number;
+  /** The packet the error is about: its IP packet, from the IP header on, is quoted. */
+  quote: FrameSpec;
+  /**
+   * Bytes of it quoted. Default: as much as keeps the error within 576 bytes (IPv4, RFC 1812) or 1280 (IPv6,
+   * RFC 4443), as Linux does; RFC 792 asks for no more than the IP header and 8 bytes.
+   */
+  quoteLength?: number;
+  ttl?: number;
+  padTo?: number;
+}
+
+/** An ICMP or ICMPv6 error quoting a packet, with correct checksums (ICMPv6's over the pseudo-header). */
+export function buildIcmpError(spec: IcmpErrorSpec): Buffer {
+  const inner = buildFrame({ ...spec.quote, vlans: [], padTo: 0 });
+  const packet = inner.subarray(14);
+  const v6 = ipToBytes(spec.dst).length === 16;
+  if ((packet[0] >> 4 === 6) !== v6) throw new Error('an ICMP error quotes a packet of its own IP version');
+  const max = v6 ? 1280 - 40 - 8 : 576 - 20 - 8;
+  const len = checkInt('quoteLength', spec.quoteLength ?? Math.min(packet.length, max), 0, packet.length);
+  return buildFrame({
+    srcMac: spec.srcMac, dstMac: spec.dstMac, vlans: spec.vlans, src: spec.src, dst: spec.dst, ttl: spec.ttl, padTo: spec.padTo,
+    proto: 'icmp', icmpType: spec.type, icmpCode: spec.code ?? 0, icmpRest: spec.mtu ?? 0, payload: packet.subarray(0, len),
+  });
 }
 
 export function buildArpRequest(opts: { srcMac: string; srcIp: string; targetIp: string }): Buffer {

@@ -4,6 +4,7 @@ import {
   TCP_FLAGS,
   buildArpRequest,
   buildFrame,
+  buildIcmpError,
   bytesToIp,
   internetChecksum,
   ipToBytes,
@@ -433,4 +434,35 @@ test('ARP who-has request', () => {
   assert.equal(p.etherType, 0x0806);
   assert.equal(p.version, undefined);
   assert.throws(() => buildArpRequest({ srcMac: '02:aa:bb:cc:dd:ee', srcIp: '2001:db8::1', targetIp: '192.0.2.99' }));
+});
+
+test('ICMP frag-needed quotes the IP packet it is about; its checksum covers the message alone', () => {
+  const quote = { src: '10.0.0.100', dst: '198.51.100.7', sport: 80, dport: 40001, proto: 'tcp' as const, payload: Buffer.alloc(1400, 7) };
+  const inner = buildFrame(quote).subarray(14);
+  const f = buildIcmpError({ src: '203.0.113.1', dst: '10.0.0.100', type: 3, code: 4, mtu: 1400, quote });
+  const p = parseFrame(f);
+  assert.deepEqual([p.src, p.dst, p.proto], ['203.0.113.1', '10.0.0.100', 1]);
+  const msg = f.subarray(14 + 20);
+  assert.deepEqual([msg[0], msg[1], msg.readUInt16BE(4), msg.readUInt16BE(6)], [3, 4, 0, 1400]);
+  assert.equal(f.length, 14 + 576, 'quotes as much as keeps the error within 576 bytes');
+  assert.deepEqual(msg.subarray(8), inner.subarray(0, 576 - 28));
+  assert.equal(internetChecksum(msg), 0);
+  assert.equal(internetChecksum(f.subarray(14, 34)), 0, 'IPv4 header checksum');
+
+  const short = buildIcmpError({ src: '203.0.113.1', dst: '10.0.0.100', type: 11, quote, quoteLength: 28 });
+  assert.deepEqual(short.subarray(14 + 28), inner.subarray(0, 28), 'IP header and 8 bytes, as RFC 792 asks');
+  assert.equal(internetChecksum(short.subarray(14 + 20)), 0);
+});
+
+test('ICMPv6 packet too big: 32-bit MTU, checksum over the pseudo-header', () => {
+  const quote = { src: '2001:db8::100', dst: '2001:db8:ffff::7', sport: 443, dport: 40001, proto: 'tcp' as const, payload: Buffer.alloc(1500, 1) };
+  const inner = buildFrame(quote).subarray(14);
+  const f = buildIcmpError({ src: '2001:db8:1::1', dst: '2001:db8::100', type: 2, mtu: 0x10005dc, quote });
+  const msg = f.subarray(14 + 40);
+  assert.equal(f.length, 14 + 1280, 'quotes as much as keeps the error within 1280 bytes');
+  assert.deepEqual([msg[0], msg[1], msg.readUInt32BE(4)], [2, 0, 0x10005dc]);
+  assert.deepEqual(msg.subarray(8), inner.subarray(0, 1280 - 48));
+  assert.equal(internetChecksum(pseudo('2001:db8:1::1', '2001:db8::100', 58, msg.length), msg), 0);
+  assert.notEqual(internetChecksum(msg), 0, 'the pseudo-header is part of it');
+  assert.throws(() => buildIcmpError({ src: '2001:db8:1::1', dst: '2001:db8::100', type: 2, quote: { ...quote, src: '10.0.0.1', dst: '10.0.0.2' } }));
 });

@@ -162,8 +162,10 @@ export function expectedOutcome(frame: Uint8Array): Outcome {
   let family: 4 | 6;
   let proto: number;
   let hasPorts: boolean;
+  let isFragment = false;
   let dst: Uint8Array;
   let l4: number;
+  const l3 = off;
   if (type === ETH_P_IP) {
     if (off + 20 > end || frame[off] >> 4 !== 4 || (frame[off] & 0xf) < 5) return { stat: 'PASS_MALFORMED' };
     const ihl = (frame[off] & 0xf) * 4;
@@ -172,6 +174,7 @@ export function expectedOutcome(frame: Uint8Array): Outcome {
     family = 4;
     proto = frame[off + 9];
     hasPorts = (u16(off + 6) & 0x1fff) === 0;
+    isFragment = (u16(off + 6) & 0x3fff) !== 0;
     dst = frame.subarray(off + 16, off + 20);
     l4 = off + ihl;
   } else if (type === ETH_P_IPV6) {
@@ -191,6 +194,7 @@ export function expectedOutcome(frame: Uint8Array): Outcome {
         nh = frame[p];
         // The last fragment header of the chain decides.
         hasPorts = (u16(p + 2) & 0xfff8) === 0;
+        isFragment = true;
         p += 8;
       } else {
         break;
@@ -201,6 +205,7 @@ export function expectedOutcome(frame: Uint8Array): Outcome {
   } else {
     return { stat: 'PASS_NOT_IP' };
   }
+  if (proto === (family === 4 ? IPPROTO_ICMP : IPPROTO_ICMPV6) && !isFragment) return icmpOutcome(frame, family, l3, l4, end);
   if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return { stat: 'PASS_OTHER_PROTO' };
   // The filter comes before the L4 header is looked at: a truncated header to a non-VIP counts as no service.
   if (!filterBits.has((dst[dst.length - 2] << 8) | dst[dst.length - 1])) return { stat: 'PASS_NO_SERVICE' };
@@ -214,6 +219,87 @@ export function expectedOutcome(frame: Uint8Array): Outcome {
   }
   svc ??= serviceByKey.get(key(0));
   if (!svc) return { stat: hasPorts ? 'PASS_NO_SERVICE' : 'PASS_FRAGMENT' };
+  return serviceOutcome(svc);
+}
+
+/** An IPv6 extension header chain as the program walks it (at most IPV6_EXT_MAX_CHAIN headers); null if cut short. */
+function walkV6(frame: Uint8Array, p: number, nh: number, end: number): { proto: number; p: number; hasPorts: boolean } | null {
+  let hasPorts = true;
+  for (let i = 0; i < IPV6_EXT_MAX_CHAIN; i++) {
+    if (nh === IPPROTO_HOPOPTS || nh === IPPROTO_ROUTING || nh === IPPROTO_DSTOPTS) {
+      if (p + 2 > end) return null;
+      const next = frame[p];
+      p += (frame[p + 1] + 1) * 8;
+      nh = next;
+    } else if (nh === IPPROTO_FRAGMENT) {
+      if (p + 8 > end) return null;
+      hasPorts = (((frame[p + 2] << 8) | frame[p + 3]) & 0xfff8) === 0;
+      nh = frame[p];
+      p += 8;
+    } else break;
+  }
+  return { proto: nh, p, hasPorts };
+}
+
+/**
+ * An ICMP/ICMPv6 packet (not a fragment): errors about a flow of a VIP go where that flow's packets go (the
+ * quoted packet reversed into the client's flow); everything else is passed. The rules of bpf/xdp_dr.bpf.c's
+ * icmp_error, in its order.
+ */
+function icmpOutcome(frame: Uint8Array, family: 4 | 6, l3: number, l4: number, end: number): Outcome {
+  const u16 = (o: number) => (frame[o] << 8) | frame[o + 1];
+  if (l4 + 8 > end) return { stat: 'PASS_OTHER_PROTO' };
+  const type = frame[l4];
+  if (!(family === 4 ? type === 3 || type === 11 || type === 12 : type >= 1 && type <= 4)) return { stat: 'PASS_OTHER_PROTO' };
+  // The room the IP length fields give the ICMP message (not the Ethernet padding).
+  let room: number;
+  let outerDst: Uint8Array;
+  if (family === 4) {
+    room = u16(l3 + 2) - (frame[l3] & 0xf) * 4;
+    outerDst = frame.subarray(l3 + 16, l3 + 20);
+  } else {
+    const w = walkV6(frame, l3 + 40, frame[l3 + 6], end);
+    if (!w) return { stat: 'PASS_MALFORMED' };
+    const ext = w.p - (l3 + 40);
+    if (ext > u16(l3 + 4)) return { stat: 'PASS_MALFORMED' };
+    room = u16(l3 + 4) - ext;
+    outerDst = frame.subarray(l3 + 24, l3 + 40);
+  }
+  if (room < 8) return { stat: 'PASS_MALFORMED' };
+  if (!filterBits.has((outerDst[outerDst.length - 2] << 8) | outerDst[outerDst.length - 1])) return { stat: 'PASS_NO_SERVICE' };
+  room -= 8;
+  const q = l4 + 8;
+  let qproto: number;
+  let hasPorts: boolean;
+  let used: number;
+  let ports: number;
+  let qsrc: Uint8Array;
+  if (family === 4) {
+    if (q + 20 > end || room < 20 || frame[q] >> 4 !== 4 || (frame[q] & 0xf) < 5) return { stat: 'PASS_MALFORMED' };
+    used = (frame[q] & 0xf) * 4;
+    qproto = frame[q + 9];
+    hasPorts = (u16(q + 6) & 0x1fff) === 0;
+    qsrc = frame.subarray(q + 12, q + 16);
+    ports = q + used;
+  } else {
+    if (q + 40 > end || room < 40 || frame[q] >> 4 !== 6) return { stat: 'PASS_MALFORMED' };
+    const w = walkV6(frame, q + 40, frame[q + 6], end);
+    if (!w) return { stat: 'PASS_MALFORMED' };
+    qproto = w.proto;
+    hasPorts = w.hasPorts;
+    used = w.p - q;
+    qsrc = frame.subarray(q + 8, q + 24);
+    ports = w.p;
+  }
+  const l4known = qproto === IPPROTO_TCP || qproto === IPPROTO_UDP;
+  if (l4known && hasPorts && (ports + 8 > end || used + 8 > room)) return { stat: 'PASS_MALFORMED' };
+  if (!l4known) return { stat: 'PASS_OTHER_PROTO' };
+  if (!hasPorts) return { stat: 'PASS_FRAGMENT' };
+  if (!Buffer.from(qsrc).equals(Buffer.from(outerDst))) return { stat: 'PASS_MALFORMED' };
+  const protoName = qproto === IPPROTO_TCP ? 'tcp' : 'udp';
+  const key = (port: number) => `${family}|${Buffer.from(qsrc).toString('hex')}|${port}|${protoName}`;
+  const svc = serviceByKey.get(key(u16(ports))) ?? serviceByKey.get(key(0));
+  if (!svc) return { stat: 'PASS_NO_SERVICE' };
   return serviceOutcome(svc);
 }
 

@@ -5,7 +5,7 @@ import http from 'node:http';
 import os from 'node:os';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { Dataplane } from '../dataplane/dataplane';
-import { Counter as KernelCounter } from '../dataplane/layout';
+import { Counter as KernelCounter, XDP_DR_EVENT } from '../dataplane/layout';
 import { readState } from '../lb/state';
 
 export interface BackendHealth {
@@ -76,6 +76,8 @@ export class Metrics {
       (s) => s.backends.map((x) => [x.labels, x.bytes]));
     kernelCounter('xdp_dr_conn_table_events_total', 'Connection table: packets that followed a record (hit), records written (new)', ['interface', 'event'],
       (s) => s.events.map((e) => [{ interface: e.iface, event: e.event }, e.count]));
+    kernelCounter('xdp_dr_icmp_errors_routed_total', 'ICMP errors about a flow (fragmentation needed, ...) sent to that flow\'s backend', ['interface'],
+      (s) => s.icmpRouted.map((e) => [{ interface: e.iface }, e.count]));
 
     const label = (b: BackendHealth) => ({ vip: b.vip, port: String(b.port), proto: b.proto, backend: b.backend });
     new Gauge({
@@ -157,11 +159,12 @@ interface Scrape {
   services: { labels: Record<string, string>; packets: number; bytes: number }[];
   backends: { labels: Record<string, string>; packets: number; bytes: number }[];
   events: { iface: string; event: string; count: number }[];
+  icmpRouted: { iface: string; count: number }[];
   serviceCount: Map<string, number>;
 }
 
 function read(src: MetricsSource): Scrape {
-  const out: Scrape = { outcomes: [], services: [], backends: [], events: [], serviceCount: new Map() };
+  const out: Scrape = { outcomes: [], services: [], backends: [], events: [], icmpRouted: [], serviceCount: new Map() };
   const sum = (m: Map<number, KernelCounter[]>, id: number) => Dataplane.sum(m.get(id)) ?? ZERO;
   for (const { iface, dp } of src.lbs()) {
     const stats = dp.stats.all();
@@ -170,7 +173,9 @@ function read(src: MetricsSource): Scrape {
       out.outcomes.push({ iface, outcome: name.toLowerCase(), packets: Number(c.packets), bytes: Number(c.bytes) });
     }
     const ev = dp.events.all();
-    out.events.push({ iface, event: 'hit', count: Number(sum(ev, 0).packets) }, { iface, event: 'new', count: Number(sum(ev, 1).packets) });
+    out.events.push({ iface, event: 'hit', count: Number(sum(ev, XDP_DR_EVENT.XDP_DR_EV_CONN_HIT).packets) },
+      { iface, event: 'new', count: Number(sum(ev, XDP_DR_EVENT.XDP_DR_EV_CONN_NEW).packets) });
+    out.icmpRouted.push({ iface, count: Number(sum(ev, XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED).packets) });
     const st = readState(dp);
     out.serviceCount.set(iface, st.services.length);
     const svcStats = dp.serviceStats.all();
