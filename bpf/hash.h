@@ -6,15 +6,6 @@
 
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
-/* Service index slot of a key, from its words as they sit in memory (little-endian loads, the port in network
- * order): folded, then Fibonacci hashing keeps the top bits. The loader computes the same (serviceIndexSlot). */
-static __always_inline __u32 service_index_slot(const __u32 addr[4], __u16 port, __u8 proto, __u8 family, int bits)
-{
-	__u32 h = addr[0] ^ addr[1] ^ addr[2] ^ addr[3] ^ ((__u32)port << 16) ^ ((__u32)proto << 8) ^ family;
-
-	return (h * 0x9e3779b1) >> (32 - bits);
-}
-
 #endif
 
 static __always_inline __u32 rotl32(__u32 x, int r)
