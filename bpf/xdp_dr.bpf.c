@@ -147,14 +147,15 @@ static __always_inline struct backend_info *conn_backend(const struct conn_value
 static __always_inline int maglev_pick(__u32 svc_id, __u32 hash, __u32 *bid, struct backend_info **be)
 {
 	struct maglev_chunk *chunk;
-	__u32 slot = hash % MAGLEV_M, idx = slot / MAGLEV_CHUNK;
+	/* hash * M / 2^32 spreads the hash over [0, M) like a modulo, for a multiply instead of a division. */
+	__u32 slot = ((__u64)hash * MAGLEV_M) >> 32, idx = slot / MAGLEV_CHUNK;
 	void *ring = bpf_map_lookup_elem(&rings, &svc_id);
 
 	if (!ring)
 		return XDP_DR_STAT_PASS_NO_TABLE;
 	chunk = bpf_map_lookup_elem(ring, &idx);
 	/* With a small MAGLEV_M clang drops the mask (slot is known < M), but the verifier cannot see that bound
-	 * through the modulo; the barrier keeps the mask that proves the index. */
+	 * through the multiply-shift; the barrier keeps the mask that proves the index. */
 	barrier_var(slot);
 	*bid = chunk ? chunk->backend[slot & (MAGLEV_CHUNK - 1)] : 0;
 	if (!*bid)

@@ -10,7 +10,7 @@ import {
 } from '../../loader/src/packet';
 import { serviceKeyOf, XDP_DR_EVENT, CONN_STATE } from '../../loader/src/dataplane/layout';
 import { testPinDir, removePins, installService, LB_MAC, TestService, snapshot, delta, withLb } from '../lib/dataplane';
-import { flowHash } from '../lib/flowhash';
+import { flowHash, maglevSlot } from '../lib/flowhash';
 import type { RawService } from '../../loader/src/lb/desired';
 
 const SEED = 0x5eed;
@@ -74,7 +74,7 @@ function modelMac(s: TestService, q: Reply): string {
   const c = clientFlow(q);
   const h = flowHash(SEED, { src: c.src, dst: c.dst, sport: c.sport, dport: c.dport, proto: PROTO[q.proto] }, s.l3 ?? false);
   const table = tables.get(s.id)!;
-  return macOf.get(table[h % table.length])!;
+  return macOf.get(table[maglevSlot(h, table.length)])!;
 }
 
 const run = (frame: Buffer) => testRun(dp.progFd!, { data: frame });
@@ -222,7 +222,7 @@ function maglevMac(d: Dataplane, f: Flow, seed: number): string {
   const id = d.services.lookup(serviceKeyOf(ipToBytes(f.vip), 80, 'tcp'))!.id;
   const table = d.readTable(id)!;
   const h = flowHash(seed, { src: f.client, dst: f.vip, sport: f.port, dport: 80, proto: 6 }, false);
-  const meta = d.backendMeta.lookup(table[h % table.length])!;
+  const meta = d.backendMeta.lookup(table[maglevSlot(h, table.length)])!;
   return macOfBackend(f.vip, meta.addr[f.vip === TRACKED ? 3 : 15]);
 }
 

@@ -10,7 +10,7 @@ import { buildFrame, buildArpRequest, FrameSpec, macToString, TCP_FLAGS } from '
 import { serviceKeyOf } from '../../loader/src/dataplane/layout';
 import { ipToBytes } from '../../loader/src/packet';
 import { testPinDir, removePins, installService, LB_MAC, TestService, snapshot, delta } from '../lib/dataplane';
-import { flowHash } from '../lib/flowhash';
+import { flowHash, maglevSlot } from '../lib/flowhash';
 
 const SEED = 0x5eed;
 const A = { id: 1, ip: '192.0.2.11', mac: '02:00:00:00:00:a1' };
@@ -72,7 +72,7 @@ function expectedMac(s: TestService, f: FrameSpec, l3: boolean): string {
   const proto = PROTO[s.proto];
   const h = flowHash(SEED, { src: f.src, dst: f.dst, sport: f.sport ?? 12345, dport: f.dport ?? 80, proto }, l3);
   const table = tables.get(s.id)!;
-  const id = table[h % table.length];
+  const id = table[maglevSlot(h, table.length)];
   return macOf.get(id)!;
 }
 

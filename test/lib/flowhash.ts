@@ -50,3 +50,8 @@ export function flowHash(seed: number, f: FlowTuple, l3Only: boolean): number {
   }
   return finish(h, len);
 }
+
+/** The table slot of a flow hash: hash * M / 2^32 (bpf/xdp_dr.bpf.c maglev_pick). */
+export function maglevSlot(hash: number, size: number): number {
+  return Number((BigInt(hash >>> 0) * BigInt(size)) >> 32n);
+}
