@@ -25,7 +25,7 @@ test: build
 
 # The default set; each kind prints a table and keeps its results under bench-results/.
 bench: build
-	$(Q)for kind in micro live control maglev; do bin/xdp-dr bench $$kind || exit 1; echo; done
+	$(Q)for kind in micro live control maglev conntable; do bin/xdp-dr bench $$kind || exit 1; echo; done
 
 demo: build
 	$(Q)$(NODE) dist/loader/src/demo.js

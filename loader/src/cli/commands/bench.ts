@@ -7,6 +7,7 @@ import { runMicro, MICRO_DEFAULTS } from '../../bench/micro';
 import { runLive, LIVE_DEFAULTS } from '../../bench/live';
 import { runControl, CONTROL_DEFAULTS } from '../../bench/control';
 import { runMaglev, MAGLEV_DEFAULTS } from '../../bench/maglev';
+import { runConnTable, CONNTABLE_DEFAULTS } from '../../bench/conntable';
 import { liveChart } from '../../bench/chart';
 import { pktgenAvailable, pktgenCommands, runPktgen, PKTGEN_DIR } from '../../bench/pktgen';
 import { UsageError } from '../../errors';
@@ -161,6 +162,18 @@ function maglevCommand(): Command {
     });
 }
 
+function connTableCommand(): Command {
+  return new Command('conntable')
+    .description('established flows that change backend when one backend is added, with and without the connection table')
+    .option('--flows <n>', 'established flows', int(1, 1_000_000), CONNTABLE_DEFAULTS.flows)
+    .option('--backends <n>', 'backends before the one added', int(1, 1000), CONNTABLE_DEFAULTS.backends)
+    .option('--json', 'one JSON object per result')
+    .action(async (o: { flows: number; backends: number; json?: boolean }) => {
+      const r = await runConnTable({ flows: o.flows, backends: o.backends, log: progress });
+      report('conntable', `${o.flows} established TCP flows through the program (BPF_PROG_TEST_RUN), one backend added to ${o.backends}`, r, !!o.json);
+    });
+}
+
 export function benchCommand(): Command {
   const c = new Command('bench')
     .description('benchmarks, each against a reference measured in the same run; results also go to bench-results/')
@@ -168,7 +181,8 @@ export function benchCommand(): Command {
     .addCommand(liveCommand())
     .addCommand(pktgenCommand())
     .addCommand(controlCommand())
-    .addCommand(maglevCommand());
+    .addCommand(maglevCommand())
+    .addCommand(connTableCommand());
   return examples(c, [
     'xdp-dr bench micro',
     'xdp-dr bench live --flows 1,10000,1000000 --size 64 --cpus 1',
