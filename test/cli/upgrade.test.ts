@@ -10,6 +10,9 @@ import { ensureObject } from '../../loader/src/dataplane/build';
 const lab = new CliLab('u');
 const SVC = '10.77.0.200:9/udp';
 
+// A stuck step fails its test instead of holding up the whole run.
+const BOUND = { timeout: 90_000 };
+
 before(() => {
   lab.setup();
   lab.ok('attach', 'lb0');
@@ -33,7 +36,7 @@ const maps = () => {
   return d;
 };
 
-test('upgrades under traffic forward every frame and keep every map', async () => {
+test('upgrades under traffic forward every frame and keep every map', BOUND, async () => {
   const mapsBefore = maps();
   const progBefore = lab.xdpProg();
   const c0 = counters();
@@ -66,7 +69,7 @@ test('upgrades under traffic forward every frame and keep every map', async () =
   assert.match(lab.ok('upgrade'), /lb0 already runs build [0-9a-f]{12}: nothing to do/);
 });
 
-test('a build whose maps differ is refused with the migration path, and the running one is untouched', () => {
+test('a build whose maps differ is refused with the migration path, and the running one is untouched', BOUND, () => {
   const before = lab.digest();
   const r = lab.run('upgrade', '-D', 'MAX_SERVICES=8');
   assert.equal(r.code, 2, r.stderr);

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ChildProcess } from 'node:child_process';
 import { BPFFS } from '../../loader/src/dataplane/dataplane';
-import { Topology, VIP4, Host } from '../../loader/src/lab/topology';
+import { Topology, VIP4, VIP6, Host } from '../../loader/src/lab/topology';
 
 const CLI = path.resolve(__dirname, '../../loader/src/cli/main.js');
 const CLIENT = path.resolve(__dirname, '../../loader/src/lab/client.js');
@@ -21,11 +21,14 @@ const CHECK = { intervalMs: 400, timeoutMs: 300, rise: 2, fall: 2 };
 let clientPort = 20000;
 let daemon: { child: ChildProcess; log: string[] } | undefined;
 
+const timing = `      interval: ${CHECK.intervalMs}ms\n      timeout: ${CHECK.timeoutMs}ms\n      rise: ${CHECK.rise}\n      fall: ${CHECK.fall}\n`;
 const config = (weights: number[] = [1, 1, 1]) =>
   `interfaces:\n  - name: eth0\nservices:\n  - vip: ${VIP4}\n    port: 80\n    protocol: tcp\n` +
-  `    health_check:\n      type: http\n      path: /\n      interval: ${CHECK.intervalMs}ms\n      timeout: ${CHECK.timeoutMs}ms\n` +
-  `      rise: ${CHECK.rise}\n      fall: ${CHECK.fall}\n    backends:\n` +
-  topo.realServers.map((r, i) => `      - address: ${r.ip4}\n        weight: ${weights[i]}\n`).join('');
+  `    health_check:\n      type: http\n      path: /\n${timing}    backends:\n` +
+  topo.realServers.map((r, i) => `      - address: ${r.ip4}\n        weight: ${weights[i]}\n`).join('') +
+  // The IPv6 service checks the VIP itself on each real server (a SYN to its MAC), not its own address.
+  `  - vip: ${VIP6}\n    port: 80\n    protocol: tcp\n    health_check:\n      type: tcp\n      target: vip\n${timing}    backends:\n` +
+  topo.realServers.map((r) => `      - address: ${r.ip6}\n`).join('');
 
 function cli(h: Host, ...args: string[]): string {
   process.env.XDP_DR_PIN_BASE = PIN_BASE;
@@ -87,9 +90,12 @@ function logged(msg: RegExp): Record<string, unknown> | undefined {
   return undefined;
 }
 
+// A stuck step fails its test instead of holding up the whole run.
+const BOUND = { timeout: 90_000 };
+
 before(async () => {
   topo.create();
-  for (const rs of topo.realServers) cli(rs, 'realserver', 'setup', '--vip', VIP4);
+  for (const rs of topo.realServers) cli(rs, 'realserver', 'setup', '--vip', VIP4, '--vip', VIP6);
   await topo.startHttpServers();
   fs.writeFileSync(CONFIG, config());
   daemon = await startDaemon();
@@ -101,7 +107,7 @@ after(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('every log line is JSON with time, level and msg', () => {
+test('every log line is JSON with time, level and msg', BOUND, () => {
   for (const l of daemon!.log) {
     const j = JSON.parse(l);
     assert.ok(j.time && j.level && j.msg, l);
@@ -109,7 +115,7 @@ test('every log line is JSON with time, level and msg', () => {
   assert.ok(logged(/^attached to eth0$/));
 });
 
-test('a real server whose HTTP server stops is taken out within fall x interval + timeout + 1 s, and comes back after rise checks', async () => {
+test('a real server whose HTTP server stops is taken out within fall x interval + timeout + 1 s, and comes back after rise checks', BOUND, async () => {
   const rs2 = topo.realServers[1];
   await topo.stopHttpServer(rs2);
   const stopped = Date.now();
@@ -138,7 +144,22 @@ test('a real server whose HTTP server stops is taken out within fall x interval 
   assert.equal(metric(scrape(), 'xdp_dr_backend_up', { backend: rs2.ip4 }), 1);
 });
 
-test('metrics after real traffic match the maps', () => {
+test('a vip-target check probes the VIP on each real server: a VIP missing from lo takes it out; back, it returns', BOUND, async () => {
+  const rs1 = topo.realServers[0];
+  const key = (h: Host) => ({ vip: VIP6, backend: h.ip6 });
+  await until(() => topo.realServers.every((h) => metric(scrape(), 'xdp_dr_backend_up', key(h)) === 1), 5000, () => 'vip checks not up');
+  topo.exec(rs1.ns, 'ip', ['addr', 'del', `${VIP6}/128`, 'dev', 'lo']);
+  await until(() => !!logged(new RegExp(`^backend ${rs1.ip6} of \\[${VIP6}\\]:80/tcp is down: 2 failed checks in a row: timed out after \\d+ ms waiting for a SYN-ACK from the VIP`)),
+    CHECK.fall * CHECK.intervalMs + CHECK.timeoutMs + 2000, () => 'rs1 not taken out of the IPv6 service');
+  // Its own address still answers, which a check of the real address would have called healthy: the IPv4
+  // service (checked on the real address) keeps rs1.
+  assert.equal(metric(scrape(), 'xdp_dr_backend_up', { vip: VIP4, backend: rs1.ip4 }), 1);
+  cli(rs1, 'realserver', 'setup', '--vip', VIP6);
+  await until(() => metric(scrape(), 'xdp_dr_backend_up', key(rs1)) === 1, CHECK.rise * CHECK.intervalMs + CHECK.timeoutMs + 2000,
+    () => 'rs1 did not come back');
+});
+
+test('metrics after real traffic match the maps', BOUND, () => {
   const before = connect(120);
   assert.deepEqual(before.errors, []);
   const text = scrape();
@@ -154,7 +175,7 @@ test('metrics after real traffic match the maps', () => {
   assert.match(text, /^xdp_dr_build_info\{version="[^"]+",build="[0-9a-f]{12}",kernel="[^"]+"\} 1$/m);
 });
 
-test('a broken config on SIGHUP is rejected, logged and counted; the running config keeps serving', async () => {
+test('a broken config on SIGHUP is rejected, logged and counted; the running config keeps serving', BOUND, async () => {
   const rejectedBefore = metric(scrape(), 'xdp_dr_config_reloads_total', { result: 'rejected' }) ?? 0;
   fs.writeFileSync(CONFIG, config().replace('weight: 1', 'weight: -3'));
   daemon!.child.kill('SIGHUP');
@@ -167,7 +188,7 @@ test('a broken config on SIGHUP is rejected, logged and counted; the running con
   assert.equal(Object.keys(r.counts).length, 3, 'all three real servers still serve');
 });
 
-test('a valid config change is applied when the file changes', async () => {
+test('a valid config change is applied when the file changes', BOUND, async () => {
   const appliedBefore = metric(scrape(), 'xdp_dr_config_reloads_total', { result: 'applied' }) ?? 0;
   fs.writeFileSync(CONFIG, config([1, 1, 0]));
   await until(() => (metric(scrape(), 'xdp_dr_config_reloads_total', { result: 'applied' }) ?? 0) > appliedBefore, 5000, () => 'no reload applied');
@@ -176,7 +197,7 @@ test('a valid config change is applied when the file changes', async () => {
   await until(() => (metric(scrape(), 'xdp_dr_config_reloads_total', { result: 'applied' }) ?? 0) > appliedBefore + 1, 5000, () => 'no second reload');
 });
 
-test('the interface going down and up keeps the program attached and forwarding', async () => {
+test('the interface going down and up keeps the program attached and forwarding', BOUND, async () => {
   topo.exec(topo.lb.ns, 'ip', ['link', 'set', 'eth0', 'down']);
   topo.exec(topo.lb.ns, 'ip', ['link', 'set', 'eth0', 'up']);
   await until(() => connect(20).errors.length === 0, 5000, () => 'no traffic after the link came back');
@@ -184,7 +205,7 @@ test('the interface going down and up keeps the program attached and forwarding'
   assert.equal(link.xdp?.mode, 1);
 });
 
-test('pins removed behind our back are noticed, reported and put back; a removed link pin is re-attached', async () => {
+test('pins removed behind our back are noticed, reported and put back; a removed link pin is re-attached', BOUND, async () => {
   const dir = path.join(PIN_BASE, 'eth0');
   fs.rmSync(path.join(dir, 'services'));
   fs.rmSync(path.join(dir, 'link')); // the only holder of the XDP link: the program leaves eth0 with it
@@ -196,7 +217,7 @@ test('pins removed behind our back are noticed, reported and put back; a removed
   await until(() => (metric(scrape(), 'xdp_dr_pin_repairs_total', { interface: 'eth0' }) ?? 0) >= 2, 5000, () => 'repairs not counted');
 });
 
-test('the interface deleted: the daemon says so; created again, it attaches again', async () => {
+test('the interface deleted: the daemon says so; created again, it attaches again', BOUND, async () => {
   topo.unplug(topo.lb);
   await until(() => !!logged(/^eth0 is gone/), 5000, () => 'deletion not noticed');
   topo.replug(topo.lb);
@@ -209,7 +230,11 @@ test('the interface deleted: the daemon says so; created again, it attaches agai
   assert.equal(link.xdp?.mode, 1, 'attached again in native mode');
 });
 
-test('kill -9 of the daemon: connections keep being balanced; a new daemon adopts the state', async () => {
+test('kill -9 of the daemon: connections keep being balanced; a new daemon adopts the state', BOUND, async () => {
+  // A new daemon starts with every backend up (as keepalived does): adoption changes nothing only if all are up now.
+  const allUp = () => topo.realServers.every((h) =>
+    metric(scrape(), 'xdp_dr_backend_up', { vip: VIP4, backend: h.ip4 }) === 1 && metric(scrape(), 'xdp_dr_backend_up', { vip: VIP6, backend: h.ip6 }) === 1);
+  await until(allUp, 10_000, () => 'not every backend came back up');
   const idsBefore = cli(topo.lb, 'list', '--json');
   const killed = new Promise((r) => daemon!.child.once('exit', r));
   daemon!.child.kill('SIGKILL');
@@ -224,7 +249,7 @@ test('kill -9 of the daemon: connections keep being balanced; a new daemon adopt
   assert.deepEqual(strip(cli(topo.lb, 'list', '--json')), strip(idsBefore));
 });
 
-test('SIGTERM leaves the load balancer forwarding; --detach-on-exit takes it off', async () => {
+test('SIGTERM leaves the load balancer forwarding; --detach-on-exit takes it off', BOUND, async () => {
   let exited = new Promise((r) => daemon!.child.once('exit', r));
   daemon!.child.kill('SIGTERM');
   await exited;

@@ -48,6 +48,9 @@ function assertSpread(counts: Record<string, number>, names: string[], total: nu
   assert.equal(Object.values(counts).reduce((a, b) => a + b, 0), total);
 }
 
+// A stuck step fails its test instead of holding up the whole run.
+const BOUND = { timeout: 90_000 };
+
 before(async () => {
   topo.create();
   for (const rs of topo.realServers) cli(rs, 'realserver', 'setup', '--vip', VIP4, '--vip', VIP6);
@@ -68,17 +71,17 @@ after(() => {
   fs.rmSync(PIN_BASE, { recursive: true, force: true });
 });
 
-test('each real server is set up for direct routing (VIP on lo, no ARP for it)', () => {
+test('each real server is set up for direct routing (VIP on lo, no ARP for it)', BOUND, () => {
   for (const rs of topo.realServers) assert.doesNotThrow(() => cli(rs, 'realserver', 'check', '--vip', VIP4, '--vip', VIP6, '--lb', topo.lb.ip4));
   const link = JSON.parse(topo.exec(topo.lb.ns, 'ip', ['-j', '-d', 'link', 'show', 'dev', 'eth0']))[0];
   assert.equal(link.xdp?.mode, 1, 'the load balancer runs in native (driver) mode');
 });
 
-test('600 new IPv4 connections spread over the three real servers within ±20% of equal', () => {
+test('600 new IPv4 connections spread over the three real servers within ±20% of equal', BOUND, () => {
   assertSpread(connect(VIP4, 600), ['rs1', 'rs2', 'rs3'], 600);
 });
 
-test('replies go from the real server straight to the client: the load balancer sees none of them', () => {
+test('replies go from the real server straight to the client: the load balancer sees none of them', BOUND, () => {
   const before = counters();
   const counts = connect(VIP4, 200);
   const after = counters();
@@ -95,7 +98,7 @@ test('replies go from the real server straight to the client: the load balancer 
   assert.ok((counters().PASS_NO_SERVICE?.packets ?? 0) > (after.PASS_NO_SERVICE?.packets ?? 0));
 });
 
-test('only the load balancer answers ARP for the VIP: one reply, with its MAC', () => {
+test('only the load balancer answers ARP for the VIP: one reply, with its MAC', BOUND, () => {
   const out = topo.exec(topo.client.ns, 'arping', ['-c', '1', '-w', '2', '-I', 'eth0', VIP4]);
   const replies = [...out.matchAll(/reply from \S+ \[([0-9A-Fa-f:]+)\]/g)].map((m) => m[1].toLowerCase());
   assert.deepEqual(replies, [topo.mac(topo.lb)], out);
@@ -106,7 +109,7 @@ test('only the load balancer answers ARP for the VIP: one reply, with its MAC', 
   assert.equal(neigh[0]?.lladdr, topo.mac(topo.lb));
 });
 
-test('a backend removed live gets no new connections; added back, it gets its share again', () => {
+test('a backend removed live gets no new connections; added back, it gets its share again', BOUND, () => {
   cli(topo.lb, 'backend', 'del', SVC4, topo.realServers[1].ip4);
   const without = connect(VIP4, 300);
   assert.equal(without.rs2 ?? 0, 0, `rs2 was removed: ${JSON.stringify(without)}`);
@@ -153,7 +156,7 @@ interface Answer {
   error?: string;
 }
 
-test('a drained backend gets no new connections while its open ones keep working', async () => {
+test('a drained backend gets no new connections while its open ones keep working', BOUND, async () => {
   // Open connections until a few of them landed on rs3.
   const held = [];
   for (let i = 0; i < 40 && held.length < 3; i++) {
@@ -174,7 +177,7 @@ test('a drained backend gets no new connections while its open ones keep working
   assertSpread(connect(VIP4, 600), ['rs1', 'rs2', 'rs3'], 600);
 });
 
-test('open connections survive adding a backend and changing weights', async () => {
+test('open connections survive adding a backend and changing weights', BOUND, async () => {
   for (const rs of topo.realServers) cli(topo.lb, 'backend', 'edit', SVC4, rs.ip4, '--weight', '1');
   const held = [];
   for (let i = 0; i < 12; i++) held.push(await hold(VIP4, clientPort++));
@@ -191,7 +194,7 @@ test('open connections survive adding a backend and changing weights', async () 
   cli(topo.lb, 'service', 'del', '10.100.0.100:8080/tcp');
 });
 
-test('IPv6: 600 connections spread within ±20%, a removed backend gets none, added back it gets its share', () => {
+test('IPv6: 600 connections spread within ±20%, a removed backend gets none, added back it gets its share', BOUND, () => {
   assertSpread(connect(VIP6, 600), ['rs1', 'rs2', 'rs3'], 600);
   cli(topo.lb, 'backend', 'del', SVC6, topo.realServers[0].ip6);
   const without = connect(VIP6, 300);
@@ -201,7 +204,7 @@ test('IPv6: 600 connections spread within ±20%, a removed backend gets none, ad
   assertSpread(connect(VIP6, 600), ['rs1', 'rs2', 'rs3'], 600);
 });
 
-test('a topology removes everything it created, also after a failure part way', () => {
+test('a topology removes everything it created, also after a failure part way', BOUND, () => {
   const t = new Topology(`f${process.pid}`);
   t.create();
   assert.ok(fs.existsSync(`/run/netns/${t.lb.ns}`));

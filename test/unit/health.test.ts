@@ -9,6 +9,7 @@ import { httpProbe, tcpProbe, type ProbeResult } from '../../loader/src/health/p
 import {
   HealthChecker,
   VIP_TARGET_SUPPORTED,
+  runCheck,
   type HealthChange,
   type ProbeEvent,
   type ProbeTarget,
@@ -515,8 +516,7 @@ test('HealthChecker: stop() silences everything, including a probe still in flig
   }
 });
 
-test('HealthChecker: the built-in probes against real loopback servers (tcp, http, vip target)', async () => {
-  assert.equal(VIP_TARGET_SUPPORTED, false);
+test('HealthChecker: the built-in probes against real loopback servers (tcp, http)', async () => {
   const web = await httpServer((req, res) => {
     res.statusCode = req.url === '/healthz' ? 200 : 404;
     res.end();
@@ -529,21 +529,25 @@ test('HealthChecker: the built-in probes against real loopback servers (tcp, htt
     hc.set([
       { key: 'tcp', address: '127.0.0.1', check: check({ ...base, type: 'tcp' }) },
       { key: 'http', address: '127.0.0.1', check: check({ ...base, type: 'http', path: '/healthz', expectStatus: 200 }) },
-      { key: 'vip', address: '127.0.0.1', check: check({ ...base, type: 'tcp', target: 'vip' }) },
     ]);
-    await waitFor(() => ['tcp', 'http', 'vip'].every((k) => (hc.status(k)?.checks ?? 0) >= 1), 'a probe of each');
+    await waitFor(() => ['tcp', 'http'].every((k) => (hc.status(k)?.checks ?? 0) >= 1), 'a probe of each');
     assert.equal(hc.status('tcp')!.last?.detail, 'connected');
     assert.equal(hc.status('http')!.last?.detail, 'HTTP 200');
-    assert.equal(hc.status('vip')!.last?.detail, 'connected', 'vip is probed on the real server address for now');
     assert.equal(log.changes.length, 0);
 
     await web.close();
     closed = true;
-    await waitFor(() => log.changes.length === 3, 'all three down');
+    await waitFor(() => log.changes.length === 2, 'both down');
     // A probe in flight when the server went away sees its connection cut; the later ones are refused.
     for (const c of log.changes) assert.match(c.reason, /^1 failed check: connection (refused|reset|closed without a response)$/);
   } finally {
     hc.stop();
     if (!closed) await web.close();
   }
+});
+
+test('a vip target with no route to its real server yet fails and says why (the VIP path itself: test/e2e/daemon.test.ts)', async () => {
+  assert.equal(VIP_TARGET_SUPPORTED, true);
+  const r = await runCheck({ key: 'v', address: '127.0.0.1', check: check({ intervalMs: 100, timeoutMs: 50, rise: 1, fall: 1, port: 1, type: 'tcp', target: 'vip' }) });
+  assert.deepEqual([r.ok, r.detail], [false, 'no way to the VIP through this real server yet: its MAC or the interface is not known']);
 });

@@ -15,6 +15,8 @@ import { Journal } from '../lb/apply';
 import { formatPlan, planIsEmpty } from '../lb/plan';
 import { readState } from '../lb/state';
 import { HealthChecker, type ProbeTarget, type HealthChange, type ProbeEvent } from '../health/checker';
+import type { VipRoute } from '../health/vipprobe';
+import { execFileSync } from 'node:child_process';
 import { Metrics, BackendHealth } from '../metrics/metrics';
 import { logger } from '../log';
 import { UsageError } from '../errors';
@@ -39,6 +41,8 @@ export class Daemon {
   /** Services whose every backend is down, kept on their last known set (logged once per episode). */
   private readonly keptAllDown = new Set<string>();
   private metrics?: Metrics;
+  /** Real-server MACs seen in the maps, kept when a server leaves them (its VIP probe still needs the MAC). */
+  private readonly macs = new Map<string, string>();
   private watcher?: fs.FSWatcher;
   private debounce?: NodeJS.Timeout;
   private queue: Promise<void> = Promise.resolve();
@@ -60,8 +64,9 @@ export class Daemon {
     }
     this.checker.on('change', (c: HealthChange) => this.onHealth(c));
     this.checker.on('probe', (p: ProbeEvent) => this.onProbe(p));
-    this.checker.set(this.targets());
+    // Applying first resolves the real servers' MACs, which probes of the VIP through one real server need.
     await this.reconcile('start');
+    this.checker.set(this.targets());
 
     if (this.opts.metricsAddress) {
       const version = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version as string;
@@ -200,10 +205,48 @@ export class Daemon {
 
   private targets(): ProbeTarget[] {
     const out: ProbeTarget[] = [];
+    const links = new Map<string, { ifindex: number; mac: string; addrs: { family: string; local: string; scope: string }[] } | null>();
     for (const s of this.config.services)
       if (s.healthCheck && s.healthCheck.type !== 'none')
-        for (const b of s.backends) out.push({ key: keyOf(s, b.address), address: b.address, check: s.healthCheck });
+        for (const b of s.backends) {
+          const t: ProbeTarget = { key: keyOf(s, b.address), address: b.address, check: s.healthCheck };
+          if (s.healthCheck.target === 'vip') t.viaVip = this.vipRoute(s, b, links);
+          out.push(t);
+        }
     return out;
+  }
+
+  /** How a probe reaches the VIP on one real server: out of its interface, from an address of ours, to its MAC. */
+  private vipRoute(
+    s: Service,
+    b: Service['backends'][number],
+    links: Map<string, { ifindex: number; mac: string; addrs: { family: string; local: string; scope: string }[] } | null>,
+  ): VipRoute | undefined {
+    const iface = b.interface ?? this.config.interfaces[0]?.name;
+    const realMac = b.mac ?? this.macs.get(b.address);
+    if (!iface || !realMac) return undefined;
+    if (!links.has(iface)) {
+      try {
+        const link = requireLink(iface);
+        const addrs = JSON.parse(execFileSync('ip', ['-j', 'addr', 'show', 'dev', iface], { encoding: 'utf8' }))[0]?.addr_info ?? [];
+        links.set(iface, { ifindex: link.ifindex, mac: link.mac, addrs });
+      } catch {
+        links.set(iface, null);
+      }
+    }
+    const link = links.get(iface);
+    if (!link) return undefined;
+    const vips = new Set(this.config.services.map((x) => x.vip));
+    const source = link.addrs.find((a) => a.family === (s.family === 4 ? 'inet' : 'inet6') && a.scope === 'global' && !vips.has(a.local))?.local;
+    return source ? { vip: s.vip, ifindex: link.ifindex, lbMac: link.mac, source, realMac } : undefined;
+  }
+
+  /** Learns the MACs the maps hold; probes of VIPs get routes that became known or changed (MACs, interfaces). */
+  private refreshRoutes(): void {
+    for (const dp of this.lbs.values())
+      for (const svc of readState(dp).services) for (const b of svc.backends) this.macs.set(b.address, b.mac);
+    // set() leaves targets whose route did not change alone, health and schedule included.
+    if (this.config.services.some((s) => s.healthCheck?.target === 'vip')) this.checker.set(this.targets());
   }
 
   private onHealth(c: HealthChange): void {
@@ -259,6 +302,7 @@ export class Daemon {
         for (const line of formatPlan(p.plan)) logger.info(`${p.target.iface}: ${line.trim()}`, { why });
       }
       if (prepared.some((p) => !planIsEmpty(p.plan))) this.metrics?.changes.inc({ result: 'applied' });
+      this.refreshRoutes();
       return true;
     } catch (e) {
       this.metrics?.changes.inc({ result: 'failed' });

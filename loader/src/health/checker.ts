@@ -6,12 +6,15 @@
 import { EventEmitter } from 'node:events';
 import { DEFAULTS, type HealthCheck } from '../config';
 import { httpProbe, tcpProbe, type ProbeResult } from './probes';
+import { vipSynProbe, type VipRoute } from './vipprobe';
 
 export interface ProbeTarget {
   /** Unique, e.g. "10.0.0.100:80/tcp|10.0.0.11". */
   key: string;
   address: string;
   check: HealthCheck;
+  /** For `target: vip`: how to reach the VIP on this real server (its MAC, the interface and a source address). */
+  viaVip?: VipRoute;
 }
 
 export type Health = 'up' | 'down';
@@ -41,8 +44,8 @@ export interface ProbeEvent {
 
 export type ProbeFn = (t: ProbeTarget) => Promise<ProbeResult>;
 
-/** Whether `target: vip` really probes the VIP through the chosen real server (see TODO(vip-target)). */
-export const VIP_TARGET_SUPPORTED = false;
+/** `target: vip` probes the VIP through the chosen real server (a SYN to its MAC: see vipprobe.ts). */
+export const VIP_TARGET_SUPPORTED = true;
 
 // First probes are spread over up to this long after a target is added, so that a config with hundreds of real
 // servers does not open hundreds of connections in the same millisecond, and every one keeps its own phase.
@@ -51,13 +54,12 @@ const MAX_START_SPREAD_MS = 500;
 /** The probe a check describes, against the real server's address. */
 export function runCheck(t: ProbeTarget): Promise<ProbeResult> {
   const c = t.check;
-  // TODO(vip-target): 'vip' should connect to VIP:port with the packets handed to this one real server (its MAC
-  // as next hop), which proves the service answers on the VIP the clients use. That needs a socket whose route
-  // sends VIP traffic to this real server instead of to the LB's own VIP: SO_MARK on the socket (Node's net cannot
-  // set it; it would take setsockopt through koffi on the socket's fd) plus a policy-routing table per real server
-  // ("VIP via <real server>", looked up before the local table, which holds the VIP on the LB), or a network
-  // namespace per real server. Until then 'vip' probes the real server's own address like 'real', which only
-  // proves the service answers there (enough when it listens on all addresses, as direct routing usually has it).
+  // The VIP as this real server serves it: whether it accepts TCP there (an HTTP check's path and status are
+  // asked of the real server's own address only, since a SYN probe carries no request).
+  if (c.target === 'vip') {
+    if (!t.viaVip) return Promise.resolve({ ok: false, durationMs: 0, detail: 'no way to the VIP through this real server yet: its MAC or the interface is not known' });
+    return vipSynProbe(t.viaVip, c.port, c.timeoutMs);
+  }
   if (c.type === 'http') {
     return httpProbe(t.address, c.port, {
       path: c.path ?? DEFAULTS.httpPath,
@@ -85,6 +87,7 @@ function sameProbe(a: ProbeTarget, b: ProbeTarget): boolean {
   const y = b.check;
   return (
     a.address === b.address &&
+    JSON.stringify(a.viaVip) === JSON.stringify(b.viaVip) &&
     x.type === y.type &&
     x.intervalMs === y.intervalMs &&
     x.timeoutMs === y.timeoutMs &&

@@ -171,6 +171,11 @@ export const fn = {
   if_indextoname: libc.func('char *if_indextoname(uint32_t ifindex, _Out_ uint8_t *buf)'),
   vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *ap)'),
   setns: libc.func('int setns(int fd, int nstype)'),
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  bind: libc.func('int bind(int fd, const uint8_t *addr, uint32_t len)'),
+  send: libc.func('intptr_t send(int fd, const uint8_t *buf, size_t len, int flags)'),
+  recv: libc.func('intptr_t recv(int fd, _Out_ uint8_t *buf, size_t len, int flags)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const uint8_t *val, uint32_t len)'),
   sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
 };
 
