@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { testRun, XDP_ACTION } from '../../loader/src/libbpf';
 import { Dataplane } from '../../loader/src/dataplane/dataplane';
-import { CONN_STATE } from '../../loader/src/dataplane/layout';
+import { CONN_STATE, XDP_DR_EVENT } from '../../loader/src/dataplane/layout';
 import { buildFrame, ipToBytes, macToString, TCP_FLAGS } from '../../loader/src/packet';
 import { withLb } from '../lib/dataplane';
 import type { RawService } from '../../loader/src/lb/desired';
@@ -26,8 +26,7 @@ const syn = (dp: Dataplane, vip: string, f: { src: string; sport: number }) => s
 const ack = (dp: Dataplane, vip: string, f: { src: string; sport: number }) => send(dp, vip, f, TCP_FLAGS.ACK).mac;
 
 function events(dp: Dataplane): { hit: number; fresh: number } {
-  const all = dp.events.all();
-  return { hit: Number(Dataplane.sum(all.get(0)).packets), fresh: Number(Dataplane.sum(all.get(1)).packets) };
+  return { hit: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_HIT), fresh: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_NEW) };
 }
 
 test('adding a backend moves no open flow on a tracked service; without the table some move', async (t) => {

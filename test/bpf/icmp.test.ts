@@ -78,7 +78,6 @@ function modelMac(s: TestService, q: Reply): string {
 }
 
 const run = (frame: Buffer) => testRun(dp.progFd!, { data: frame });
-const eventCount = (d: Dataplane, ev: number) => Number(Dataplane.sum(d.events.lookup(ev)).packets);
 
 interface Routed { name: string; frame: Buffer; quote: Reply; service: TestService }
 interface Passed { name: string; frame: Buffer; pass: string }
@@ -149,7 +148,7 @@ test('ICMP errors about a flow reach the backend that flow reaches', async (t) =
   for (const c of ROUTED) {
     await t.test(c.name, () => {
       const before = snapshot(dp);
-      const routed = eventCount(dp, XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED);
+      const routed = dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED);
       const r = run(c.frame);
       assert.equal(XDP_ACTION_NAME[r.retval], 'XDP_TX');
       const mac = macToString(r.data, 0);
@@ -157,7 +156,7 @@ test('ICMP errors about a flow reach the backend that flow reaches', async (t) =
       assert.equal(macToString(r.data, 6), LB_MAC);
       assert.ok(r.data.subarray(12).equals(c.frame.subarray(12)), 'every byte after the MACs is identical');
       assert.deepEqual([...delta(before.stats, snapshot(dp).stats)], [[dp.statIds.get('TX'), { packets: 1, bytes: c.frame.length }]]);
-      assert.equal(eventCount(dp, XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED), routed + 1);
+      assert.equal(dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED), routed + 1);
       assert.equal(mac, macToString(run(buildFrame(clientFlow(c.quote))).data, 0), "the client's own packet goes there too");
     });
   }
@@ -167,12 +166,12 @@ test('other ICMP, and errors whose quote is unusable, go to the kernel untouched
   for (const c of PASSED) {
     await t.test(c.name, () => {
       const before = snapshot(dp);
-      const routed = eventCount(dp, XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED);
+      const routed = dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED);
       const r = run(c.frame);
       assert.equal(XDP_ACTION_NAME[r.retval], 'XDP_PASS');
       assert.ok(r.data.equals(c.frame), 'byte for byte as it came');
       assert.deepEqual([...delta(before.stats, snapshot(dp).stats).keys()], [dp.statIds.get(c.pass)]);
-      assert.equal(eventCount(dp, XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED), routed);
+      assert.equal(dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED), routed);
     });
   }
 });
@@ -237,8 +236,8 @@ test('an ICMP error follows the connection record, not the changed table; it wri
     const recorded = FLOWS.map((f) => sendMac(d, toVip(f, TCP_FLAGS.SYN)));
     const seen = FLOWS.map((f) => d.conns.lookup(connKey(f))!.seen);
     await change(both([1, 2, 3, 4], (n) => (n === 1 ? 3 : 1)));
-    const fresh = eventCount(d, XDP_DR_EVENT.XDP_DR_EV_CONN_NEW);
-    const hits = eventCount(d, XDP_DR_EVENT.XDP_DR_EV_CONN_HIT);
+    const fresh = d.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_NEW);
+    const hits = d.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_HIT);
     let moved = 0;
     FLOWS.forEach((f, i) => {
       assert.equal(sendMac(d, errorAbout(f)), recorded[i], `${f.client}:${f.port}: the error goes where the record says`);
@@ -246,9 +245,9 @@ test('an ICMP error follows the connection record, not the changed table; it wri
     });
     t.diagnostic(`${moved} of ${FLOWS.length} flows have another Maglev pick now; their errors still followed their records`);
     assert.ok(moved > FLOWS.length * 0.2, `the change must move the Maglev pick of many flows: ${moved}`);
-    assert.equal(eventCount(d, XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED), FLOWS.length);
-    assert.equal(eventCount(d, XDP_DR_EVENT.XDP_DR_EV_CONN_NEW), fresh, 'no record written');
-    assert.equal(eventCount(d, XDP_DR_EVENT.XDP_DR_EV_CONN_HIT), hits, 'an error is not a packet of the flow');
+    assert.equal(d.eventCount(XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED), FLOWS.length);
+    assert.equal(d.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_NEW), fresh, 'no record written');
+    assert.equal(d.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_HIT), hits, 'an error is not a packet of the flow');
     assert.deepEqual(FLOWS.map((f) => d.conns.lookup(connKey(f))!.seen), seen, 'no record refreshed');
     // The flows' own packets agree.
     FLOWS.forEach((f, i) => assert.equal(sendMac(d, toVip(f, TCP_FLAGS.ACK)), recorded[i]));

@@ -422,6 +422,11 @@ export class Dataplane {
     check(fn.bpf_obj_pin(map.fd, pin), 'bpf_obj_pin', `standby table of service ${serviceId} at ${pin}`);
   }
 
+  /** How often an event (enum xdp_dr_event, XDP_DR_EVENT) happened, over all CPUs. */
+  eventCount(event: number): number {
+    return Number(Dataplane.sum(this.events.lookup(event)).packets);
+  }
+
   /** Sum over CPUs of one counter of a per-CPU map. */
   static sum(values: Counter[] | undefined): Counter {
     const out = { packets: 0n, bytes: 0n };

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Dataplane, PIN_BASE } from '../dataplane/dataplane';
-import { serviceKeyOf, SERVICE_FLAG } from '../dataplane/layout';
+import { serviceKeyOf, SERVICE_FLAG, XDP_DR_EVENT } from '../dataplane/layout';
 import { buildMaglevTable } from '../maglev';
 import { buildFrame, ipToBytes, macToBytes, macToString } from '../packet';
 import { testRun, BpfError, XDP_ACTION, XDP_ACTION_NAME } from '../libbpf';
@@ -289,8 +289,7 @@ export class Fuzzer {
   }
 
   private connEvents(): { hit: number; new: number } {
-    const all = this.dp.events.all();
-    return { hit: Number(Dataplane.sum(all.get(0)).packets), new: Number(Dataplane.sum(all.get(1)).packets) };
+    return { hit: this.dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_HIT), new: this.dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_NEW) };
   }
 
   /** Replays a batch whose counters did not add up one frame at a time, to name the frame. */

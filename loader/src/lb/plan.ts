@@ -100,9 +100,8 @@ export function planChange(input: PlanInput): Plan {
   }
   for (const id of state.orphanBackends) backendIds.hold(id);
 
-  const byId = new Map(dp.backends.all({ skipZero: true }));
-  const metaById = new Map(dp.backendMeta.all({ skipZero: true }));
-  const before = (id: number) => ({ info: byId.get(id) ?? ZERO_INFO, meta: metaById.get(id) ?? ZERO_META });
+  // The records readState already read: what each write compares with and what its undo restores.
+  const before = (id: number) => ({ info: state.records.get(id)?.info ?? ZERO_INFO, meta: state.records.get(id)?.meta ?? ZERO_META });
 
   for (const [name, cur] of running) {
     if (wanted.has(name)) continue;

@@ -2,7 +2,9 @@
 // `services`, backends from `backend_meta` + `backends`, the build from `lb_info`. The CLI shows this and
 // plans every change against it, so no file or process outside the kernel has to be trusted.
 import { Dataplane } from '../dataplane/dataplane';
-import { BACKEND_FLAG, FAMILY, IPPROTO, SERVICE_FLAG, XDP_DR_MODE, ServiceKey, serviceKeyOf } from '../dataplane/layout';
+import {
+  BACKEND_FLAG, FAMILY, IPPROTO, SERVICE_FLAG, XDP_DR_MODE, ServiceKey, serviceKeyOf, type BackendInfo, type BackendMeta,
+} from '../dataplane/layout';
 import { bytesToIp, ipToBytes, macToString } from '../packet';
 import type { HashMode, Protocol, XdpMode } from '../config';
 import { serviceName } from '../config';
@@ -40,6 +42,8 @@ export interface LbState {
   services: ServiceState[];
   /** Backend records whose service is gone (an interrupted change); the next change clears them. */
   orphanBackends: number[];
+  /** The raw backend records as read (nonzero ones), by id: what a change compares with and would restore. */
+  records: Map<number, { info?: BackendInfo; meta?: BackendMeta }>;
 }
 
 export const MODE_VALUE: Record<XdpMode, number> = {
@@ -83,7 +87,9 @@ export function readState(dp: Dataplane): LbState {
 
   const orphanBackends: number[] = [];
   const infos = new Map(dp.backends.all({ skipZero: true }));
+  const records = new Map<number, { info?: BackendInfo; meta?: BackendMeta }>([...infos].map(([id, info]) => [id, { info }]));
   for (const [id, meta] of dp.backendMeta.all({ skipZero: true })) {
+    records.set(id, { info: infos.get(id), meta });
     if (!(meta.flags & BACKEND_FLAG.BACKEND_F_IN_USE)) continue;
     const svc = byId.get(meta.service_id);
     const be = infos.get(id);
@@ -111,6 +117,7 @@ export function readState(dp: Dataplane): LbState {
     mode,
     services,
     orphanBackends,
+    records,
   };
 }
 

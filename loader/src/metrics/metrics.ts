@@ -172,10 +172,9 @@ function read(src: MetricsSource): Scrape {
       const c = sum(stats, id);
       out.outcomes.push({ iface, outcome: name.toLowerCase(), packets: Number(c.packets), bytes: Number(c.bytes) });
     }
-    const ev = dp.events.all();
-    out.events.push({ iface, event: 'hit', count: Number(sum(ev, XDP_DR_EVENT.XDP_DR_EV_CONN_HIT).packets) },
-      { iface, event: 'new', count: Number(sum(ev, XDP_DR_EVENT.XDP_DR_EV_CONN_NEW).packets) });
-    out.icmpRouted.push({ iface, count: Number(sum(ev, XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED).packets) });
+    out.events.push({ iface, event: 'hit', count: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_HIT) },
+      { iface, event: 'new', count: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_NEW) });
+    out.icmpRouted.push({ iface, count: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED) });
     const st = readState(dp);
     out.serviceCount.set(iface, st.services.length);
     const svcStats = dp.serviceStats.all();
