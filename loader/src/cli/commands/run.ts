@@ -35,7 +35,19 @@ export function runCommand(): Command {
         await daemon.start();
         logger.info('running', { config: o.config });
         await new Promise<void>((resolve) => {
-          const stop = (sig: string) => void daemon.stop(sig).then(resolve);
+          const stop = (sig: string) => {
+            // A stop is bounded: whatever still holds the process (a probe, a socket) must not keep a service
+            // manager waiting. The load balancer itself does not depend on this process.
+            setTimeout(() => {
+              logger.warn('stop took longer than 5 s; exiting anyway', { pending: process.getActiveResourcesInfo() });
+              process.exit(0);
+            }, 5000).unref();
+            void daemon.stop(sig).then(() => {
+              resolve();
+              // Exit once stopped, even if a handle outlives the stop.
+              setImmediate(() => process.exit(process.exitCode ?? 0));
+            });
+          };
           process.once('SIGTERM', () => stop('SIGTERM'));
           process.once('SIGINT', () => stop('SIGINT'));
         });
