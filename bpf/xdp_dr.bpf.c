@@ -66,11 +66,22 @@ static __always_inline int maybe_vip(const struct flow *f)
 	return bits && ((*bits >> (low % 64)) & 1);
 }
 
-/* The index slot first; the hash map only for keys that share their slot with another service. */
-static __always_inline struct service_info *lookup_service(const struct service_key *key)
+/* The half of the epoch-dependent maps that packets read now (see struct lb_epoch). */
+static __always_inline __u32 active_epoch(void)
 {
+	__u32 zero = 0;
+	struct lb_epoch *e = bpf_map_lookup_elem(&epoch, &zero);
+
+	return e ? e->active & 1 : 0;
+}
+
+/* The index slot first; the hash map only for keys that share their slot with another service. */
+static __always_inline struct service_info *lookup_service(const struct service_ekey *ek)
+{
+	const struct service_key *key = &ek->key;
 	const __u32 *k = (const void *)key;
-	__u32 slot = service_index_slot(k, key->port, key->proto, key->family, SERVICE_INDEX_BITS);
+	__u32 slot = service_index_slot(k, key->port, key->proto, key->family, SERVICE_INDEX_BITS) |
+		     ek->epoch << SERVICE_INDEX_BITS;
 	struct service_slot *s = bpf_map_lookup_elem(&service_index, &slot);
 	const __u32 *sk;
 
@@ -80,27 +91,35 @@ static __always_inline struct service_info *lookup_service(const struct service_
 	if (!((k[0] ^ sk[0]) | (k[1] ^ sk[1]) | (k[2] ^ sk[2]) | (k[3] ^ sk[3]) | (k[4] ^ sk[4])))
 		return &s->info;
 	if (s->flags & SERVICE_SLOT_F_OVERFLOW)
-		return bpf_map_lookup_elem(&services, key);
+		return bpf_map_lookup_elem(&services, ek);
 	return NULL;
 }
 
-static __always_inline struct service_info *find_service(const struct flow *f)
+static __always_inline struct service_info *find_service(const struct flow *f, __u32 epoch)
 {
 	/* Read as five words by lookup_service. */
-	struct service_key key __attribute__((aligned(4))) = {};
+	struct service_ekey ek __attribute__((aligned(4))) = {};
 	struct service_info *svc;
 
-	__builtin_memcpy(key.addr, f->dst, 16);
-	key.proto = f->proto;
-	key.family = f->family;
+	__builtin_memcpy(ek.key.addr, f->dst, 16);
+	ek.key.proto = f->proto;
+	ek.key.family = f->family;
+	ek.epoch = epoch;
 	if (f->has_ports) {
-		key.port = f->dport;
-		svc = lookup_service(&key);
+		ek.key.port = f->dport;
+		svc = lookup_service(&ek);
 		if (svc)
 			return svc;
-		key.port = 0;
+		ek.key.port = 0;
 	}
-	return lookup_service(&key);
+	return lookup_service(&ek);
+}
+
+static __always_inline struct backend_info *lookup_backend(__u32 id, __u32 epoch)
+{
+	__u32 idx = id + (epoch ? MAX_BACKENDS : 0);
+
+	return bpf_map_lookup_elem(&backends, &idx);
 }
 
 static __always_inline void event(enum xdp_dr_event ev)
@@ -135,21 +154,22 @@ static __always_inline int mac_set(const struct backend_info *be)
 }
 
 /* The backend a record names, if that backend still holds the id it was recorded with and has a MAC to send to. */
-static __always_inline struct backend_info *conn_backend(const struct conn_value *cv)
+static __always_inline struct backend_info *conn_backend(const struct conn_value *cv, __u32 epoch)
 {
-	__u32 bid = cv->backend;
-	struct backend_info *be = bpf_map_lookup_elem(&backends, &bid);
+	struct backend_info *be = lookup_backend(cv->backend, epoch);
 
 	return be && be->gen == cv->gen && mac_set(be) ? be : NULL;
 }
 
 /* The service's Maglev pick for a flow: 0 with *bid and *be set, else the PASS outcome (never 0: 0 is TX). */
-static __always_inline int maglev_pick(__u32 svc_id, __u32 hash, __u32 *bid, struct backend_info **be)
+static __always_inline int maglev_pick(const struct service_info *svc, __u32 hash, __u32 epoch, __u32 *bid,
+				       struct backend_info **be)
 {
 	struct maglev_chunk *chunk;
 	/* hash * M / 2^32 spreads the hash over [0, M) like a modulo, for a multiply instead of a division. */
 	__u32 slot = ((__u64)hash * MAGLEV_M) >> 32, idx = slot / MAGLEV_CHUNK;
-	void *ring = bpf_map_lookup_elem(&rings, &svc_id);
+	__u32 table = svc->table;
+	void *ring = bpf_map_lookup_elem(&rings, &table);
 
 	if (!ring)
 		return XDP_DR_STAT_PASS_NO_TABLE;
@@ -160,7 +180,7 @@ static __always_inline int maglev_pick(__u32 svc_id, __u32 hash, __u32 *bid, str
 	*bid = chunk ? chunk->backend[slot & (MAGLEV_CHUNK - 1)] : 0;
 	if (!*bid)
 		return XDP_DR_STAT_PASS_NO_BACKEND;
-	*be = bpf_map_lookup_elem(&backends, bid);
+	*be = lookup_backend(*bid, epoch);
 	if (!*be || !mac_set(*be))
 		return XDP_DR_STAT_PASS_NO_BACKEND;
 	return 0;
@@ -204,7 +224,7 @@ static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l
 	struct backend_info *be;
 	struct conn_key ck;
 	struct conn_value *cv;
-	__u32 room, svc_id, bid;
+	__u32 room, svc_id, bid, epoch;
 	int stat;
 
 	if ((void *)(icmp + 1) > end || !icmp_is_error(family, icmp->type))
@@ -233,7 +253,8 @@ static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l
 	f.family = q.family;
 	f.has_ports = 1;
 
-	svc = find_service(&f);
+	epoch = active_epoch();
+	svc = find_service(&f, epoch);
 	if (!svc)
 		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
 	svc_id = svc->id;
@@ -242,14 +263,14 @@ static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l
 		cv = bpf_map_lookup_elem(&conns, &ck);
 		/* No TCP flags: a closing record holds for its closing timeout, as for the close's last packets. */
 		if (cv && cv->service == svc_id && conn_holds(cv, &f, bpf_ktime_get_coarse_ns() >> 30)) {
-			be = conn_backend(cv);
+			be = conn_backend(cv, epoch);
 			if (be) {
 				bid = cv->backend;
 				goto out;
 			}
 		}
 	}
-	stat = maglev_pick(svc_id, flow_hash(&f, svc->flags & SERVICE_F_HASH_L3), &bid, &be);
+	stat = maglev_pick(svc, flow_hash(&f, svc->flags & SERVICE_F_HASH_L3), epoch, &bid, &be);
 	if (stat)
 		return record(stat, bytes, XDP_PASS);
 out:
@@ -271,7 +292,7 @@ int xdp_dr(struct xdp_md *ctx)
 	struct backend_info *be;
 	struct conn_key ck;
 	struct conn_value *cv;
-	__u32 svc_id, bid, now = 0;
+	__u32 svc_id, bid, epoch, now = 0;
 	int proto, track, stat;
 
 	proto = parse_eth(&cur, end, &eth);
@@ -299,7 +320,8 @@ int xdp_dr(struct xdp_md *ctx)
 	if (f.has_ports && parse_ports(&cur, end, &f) < 0)
 		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
 
-	svc = find_service(&f);
+	epoch = active_epoch();
+	svc = find_service(&f, epoch);
 	if (!svc)
 		return record(f.has_ports ? XDP_DR_STAT_PASS_NO_SERVICE : XDP_DR_STAT_PASS_FRAGMENT, bytes,
 			      XDP_PASS);
@@ -313,7 +335,7 @@ int xdp_dr(struct xdp_md *ctx)
 		now = bpf_ktime_get_coarse_ns() >> 30;
 		cv = bpf_map_lookup_elem(&conns, &ck);
 		if (cv && cv->service == svc_id && conn_holds(cv, &f, now)) {
-			be = conn_backend(cv);
+			be = conn_backend(cv, epoch);
 			if (be) {
 				bid = cv->backend;
 				if (f.tcp_flags & (TCP_FIN | TCP_RST))
@@ -327,7 +349,7 @@ int xdp_dr(struct xdp_md *ctx)
 	}
 
 	/* Fragments carry no ports past the first, so all fragments of a datagram hash on addresses alone. */
-	stat = maglev_pick(svc_id, flow_hash(&f, f.is_fragment || (svc->flags & SERVICE_F_HASH_L3)), &bid, &be);
+	stat = maglev_pick(svc, flow_hash(&f, f.is_fragment || (svc->flags & SERVICE_F_HASH_L3)), epoch, &bid, &be);
 	if (stat)
 		return record(stat, bytes, XDP_PASS);
 	/* An RST opens nothing: recording it would only take a slot from a live flow. */

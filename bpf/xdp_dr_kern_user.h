@@ -27,8 +27,24 @@ enum service_flag {
 };
 
 struct service_info {
-	__u32 id;    /* index into the ring and service counter arrays, 0..MAX_SERVICES-1 */
+	__u32 id;    /* index into the service counters, 0..MAX_SERVICES-1 */
 	__u32 flags; /* SERVICE_F_* */
+	__u32 table; /* its Maglev table in `rings`: 2 * id or 2 * id + 1 (the other one is rewritten by a change) */
+};
+
+/* The load balancer's state lives twice: in two halves of `services`, `service_index`, `backends` and `backend_meta`,
+ * one per epoch. Packets read the half of the active epoch; a change writes the whole other half and then makes it
+ * active with one write. Whenever a change is cut short, the active half is untouched: old state or new, never a
+ * mix. The services hash map holds both halves, told apart by this key. */
+struct service_ekey {
+	struct service_key key;
+	__u32 epoch; /* 0 or 1 */
+};
+
+/* Slot 0 of `epoch`. */
+struct lb_epoch {
+	__u32 active;    /* the half packets read */
+	__u32 quiescent; /* 1 once no packet can still be reading the other half (a grace period since the switch) */
 };
 
 /* The service index: a direct-mapped array in front of the `services` hash map, which stays the complete list.
@@ -168,6 +184,8 @@ struct xdp_dr_enums {
 	struct conn_key conn_key;
 	struct conn_value conn_value;
 	enum service_slot_flag slot_flag;
+	struct service_ekey ekey;
+	struct lb_epoch epoch;
 	struct maglev_chunk chunk; /* clang leaves a struct seen only through a map's inner value as a forward */
 };
 

@@ -7,19 +7,20 @@
 #include "xdp_dr_limits.h"
 #include "xdp_dr_kern_user.h"
 
-/* (VIP, port, protocol) -> service id and hash mode. */
+/* (VIP, port, protocol, epoch) -> service id, hash mode and table; both epochs' services. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_SERVICES);
-	__type(key, struct service_key);
+	__uint(max_entries, 2 * MAX_SERVICES);
+	__type(key, struct service_ekey);
 	__type(value, struct service_info);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } services SEC(".maps");
 
-/* Slot of a service key (service_index_slot in hash.h) -> that service, or OVERFLOW: look in `services`. */
+/* (epoch << SERVICE_INDEX_BITS) | slot of a service key (service_index_slot in hash.h) -> that service, or
+ * OVERFLOW: look in `services`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << SERVICE_INDEX_BITS);
+	__uint(max_entries, 2 << SERVICE_INDEX_BITS);
 	__type(key, __u32);
 	__type(value, struct service_slot);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -43,19 +44,20 @@ struct maglev_ring {
 	__type(value, struct maglev_chunk);
 };
 
-/* Service id -> its live Maglev table; replacing a slot swaps a whole table atomically. */
+/* service_info.table -> a Maglev table. Each service has two, installed with the service: the one its active
+ * record names is never written; a change writes the other and names it in the other epoch's record. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, MAX_SERVICES);
+	__uint(max_entries, 2 * MAX_SERVICES);
 	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct maglev_ring);
 } rings SEC(".maps");
 
-/* Backend id -> MACs and egress interface. */
+/* epoch * MAX_BACKENDS + backend id -> MACs and egress interface. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_BACKENDS);
+	__uint(max_entries, 2 * MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct backend_info);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -117,14 +119,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conns SEC(".maps");
 
-/* Backend id -> what the control plane knows about it (address, service, weight); never read here. */
+/* epoch * MAX_BACKENDS + backend id -> what the control plane knows about it (address, service, weight); never
+ * read here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_BACKENDS);
+	__uint(max_entries, 2 * MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct backend_meta);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backend_meta SEC(".maps");
+
+/* One slot: which half of the epoch-dependent maps is live. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_epoch);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} epoch SEC(".maps");
 
 /* One slot: the build and attachment of this load balancer; never read here. */
 struct {

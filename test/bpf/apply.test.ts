@@ -4,7 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { fork } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { testRun, XDP_ACTION } from '../../loader/src/libbpf';
 import { Dataplane, PROG_PIN } from '../../loader/src/dataplane/dataplane';
 import { prepare, apply } from '../../loader/src/lb/change';
@@ -70,7 +71,8 @@ test('ids stay with what keeps existing; removing 1 of 10 backends moves about a
     const [d] = prepared.plan.disruption;
     assert.ok(d.slots / d.of > 0.08 && d.slots / d.of < 0.13, `moved ${d.slots}/${d.of}`);
     const stats = apply(prepared, new Journal());
-    assert.equal(stats.slotsWritten, d.slots, 'only the changed slots are written');
+    // The table packets do not read is written whole: no read-back, and nothing left from two changes ago.
+    assert.equal(stats.slotsWritten, d.of);
     const after = readState(dp).services[0];
     assert.equal(after.id, before.id);
     assert.deepEqual(after.backends.map((b) => b.id), before.backends.slice(1).map((b) => b.id));
@@ -169,5 +171,108 @@ test('backends added and removed through apply while packets stream: no packet l
     } finally {
       child.kill();
     }
+  });
+});
+
+/**
+ * What packets and the control plane can tell of a load balancer, without its ids and epoch (which a change may
+ * give out differently): each service with its backends, the backend address of every table slot, and where
+ * each probe flow goes.
+ */
+function observe(dp: Dataplane): unknown {
+  const st = readState(dp);
+  // Probes of earlier observations left connection records that would pin the flows: start without them.
+  const recorded = dp.conns.all().map(([k]) => k);
+  if (recorded.length) dp.conns.deleteBatch(recorded);
+  const probes = Array.from({ length: 40 }, (_, p) => [
+    forward(dp, `203.0.113.${p}`, 3000 + p).mac, forward(dp, `203.0.113.${p}`, 3000 + p, '10.0.0.91', 8080).mac,
+    forward(dp, `203.0.113.${p}`, 3000 + p, '10.0.0.90', 53).action,
+  ]);
+  return {
+    services: st.services.map((s) => {
+      const addr = new Map(s.backends.map((b) => [b.id, b.address]));
+      const t = dp.readTable(s.id);
+      const slots = t ? createHash('sha256').update(Array.from(t, (id) => addr.get(id) ?? '-').join(',')).digest('hex') : 'none';
+      return `${s.vip}:${s.port}/${s.protocol} ${s.hash} ${s.connTable} ${s.backends.map((b) => `${b.address}*${b.weight}@${b.mac}`)} ${slots}`;
+    }),
+    probes,
+  };
+}
+
+/** Runs test/lib/apply-child in its own process; with stopAt, kills it (SIGKILL) when it reaches that write. */
+async function applyInChild(pinDir: string, s: RawService[], kill: { stopAt?: number; afterMs?: number } = {}):
+  Promise<{ done?: { writes: number; ms: number }; killedAt?: string }> {
+  const args = [path.join(__dirname, '../lib/apply-child.js'), pinDir, JSON.stringify(s)];
+  if (kill.stopAt !== undefined) args.push(String(kill.stopAt));
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  let last = '';
+  let timer: NodeJS.Timeout | undefined;
+  child.stderr.on('data', (d) => (err += d));
+  child.stdout.on('data', (d) => {
+    out += d;
+    const lines = out.split('\n').filter(Boolean);
+    last = lines[lines.length - 1] ?? '';
+    if (kill.stopAt !== undefined && last.startsWith(`write ${kill.stopAt} `)) child.kill('SIGKILL');
+    if (kill.afterMs !== undefined && last === 'ready' && !timer) timer = setTimeout(() => child.kill('SIGKILL'), kill.afterMs);
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  clearTimeout(timer);
+  const done = /^done (\d+) ([\d.]+)$/m.exec(out);
+  if (done) return { done: { writes: Number(done[1]), ms: Number(done[2]) } };
+  if (code !== null) throw new Error(`apply child exited ${code}: ${err}`);
+  return { killedAt: last };
+}
+
+test('killed at any point of an apply, the maps hold the old state or the new one, never a mix', { timeout: 300_000 }, async (t) => {
+  await withLb(async (dp, change) => {
+    const start: RawService[] = [
+      web([be(1), be(2), be(3)]),
+      { vip: '10.0.0.90', port: 53, protocol: 'udp', hash: 'l4', backends: [be(4)] },
+    ];
+    const target: RawService[] = [
+      web([be(1, 2), be(3), be(5)], 'l3'), // weight, hash, one out, one in
+      { vip: '10.0.0.91', port: 8080, protocol: 'tcp', hash: 'l4', backends: [be(6), be(7)] }, // new; 10.0.0.90 goes
+    ];
+    await change(start);
+    const old = observe(dp);
+    const full = await applyInChild(dp.pinDir, target);
+    const neu = observe(dp);
+    assert.notDeepEqual(neu, old);
+    const writes = full.done!.writes;
+    t.diagnostic(`the change takes ${writes} writes, ${full.done!.ms.toFixed(1)} ms in a process of its own`);
+    const seen = { old: 0, new: 0 };
+    const check = async (label: string) => {
+      const now = observe(dp);
+      const which = JSON.stringify(now) === JSON.stringify(old) ? 'old' : JSON.stringify(now) === JSON.stringify(neu) ? 'new' : 'mix';
+      assert.notEqual(which, 'mix', `${label}: the maps hold neither the old state nor the new one: ${JSON.stringify(now)}`);
+      seen[which as 'old' | 'new']++;
+      // The next process (a restarted daemon) takes it from there: back to the start, whichever it found.
+      await change(start);
+      assert.deepEqual(observe(dp), old, `${label}: a later change converges`);
+      return which;
+    };
+    await change(start);
+    for (let k = 0; k < writes; k++) {
+      const r = await applyInChild(dp.pinDir, target, { stopAt: k });
+      assert.ok(r.killedAt?.startsWith(`write ${k} `), `killed at write ${k}: ${JSON.stringify(r)}`);
+      const which = await check(`killed before write ${k} (${r.killedAt})`);
+      t.diagnostic(`killed before ${r.killedAt!.slice(6)}: ${which} state`);
+    }
+    // And at random moments, not only between writes.
+    for (let i = 0; i < 12; i++) {
+      const afterMs = Math.random() * full.done!.ms * 1.5;
+      const r = await applyInChild(dp.pinDir, target, { afterMs });
+      if (r.done) {
+        assert.deepEqual(observe(dp), neu);
+        seen.new++;
+        await change(start);
+      } else {
+        await check(`killed ${afterMs.toFixed(1)} ms in`);
+      }
+    }
+    t.diagnostic(`outcomes: ${JSON.stringify(seen)}`);
+    assert.ok(seen.old > 0 && seen.new > 0, 'kills landed before and after the switch');
   });
 });

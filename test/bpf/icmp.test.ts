@@ -218,10 +218,10 @@ const sendMac = (d: Dataplane, frame: Buffer) => {
 
 /** The Maglev pick for a flow now, from the live table and the model of the hash. */
 function maglevMac(d: Dataplane, f: Flow, seed: number): string {
-  const id = d.services.lookup(serviceKeyOf(ipToBytes(f.vip), 80, 'tcp'))!.id;
+  const id = d.services.lookup({ key: serviceKeyOf(ipToBytes(f.vip), 80, 'tcp'), epoch: d.epochState().active })!.id;
   const table = d.readTable(id)!;
   const h = flowHash(seed, { src: f.client, dst: f.vip, sport: f.port, dport: 80, proto: 6 }, false);
-  const meta = d.backendMeta.lookup(table[maglevSlot(h, table.length)])!;
+  const meta = d.backendMeta.lookup(d.backendSlot(table[maglevSlot(h, table.length)]))!;
   return macOfBackend(f.vip, meta.addr[f.vip === TRACKED ? 3 : 15]);
 }
 

@@ -25,10 +25,10 @@ test('raw maps check buffer lengths against the kernel map', async () => {
 
 test('typed maps: lookup of a missing key is undefined, update/delete round-trip', async () => {
   await withDataplane((dp) => {
-    const key = serviceKeyOf(v4(1), 80, 'tcp');
+    const key = { key: serviceKeyOf(v4(1), 80, 'tcp'), epoch: 0 };
     assert.equal(dp.services.lookup(key), undefined);
-    dp.services.update(key, { id: 7, flags: 1 });
-    assert.deepEqual(dp.services.lookup(key), { id: 7, flags: 1 });
+    dp.services.update(key, { id: 7, flags: 1, table: 14 });
+    assert.deepEqual(dp.services.lookup(key), { id: 7, flags: 1, table: 14 });
     assert.equal([...dp.services.entries()].length, 1);
     assert.equal(dp.services.delete(key), true);
     assert.equal(dp.services.delete(key), false);
@@ -52,15 +52,16 @@ test('batch update and batch read of an array', async () => {
     }
     dp.backends.raw.updateBatch(keys, values);
     const all = dp.backends.raw.lookupAll(333);
-    assert.equal(all.count, dp.limits.maxBackends);
+    assert.equal(all.count, 2 * dp.limits.maxBackends, 'one half per epoch');
     for (let i = 0; i < n; i++) assert.equal(dp.backends.lookup(i + 1)!.ifindex, 0xabc00000 + i);
   });
 });
 
 test('batch delete of hash keys, and a clear error for a missing one', async () => {
   await withDataplane((dp) => {
-    const keys = [1, 2, 3].map((i) => dp.services.encodeKey(serviceKeyOf(v4(i), 80, 'tcp')));
-    dp.services.updateBatch([1, 2, 3].map((i) => [serviceKeyOf(v4(i), 80, 'tcp'), { id: i, flags: 0 }] as const));
+    const ek = (i: number) => ({ key: serviceKeyOf(v4(i), 80, 'tcp'), epoch: 0 });
+    const keys = [1, 2, 3].map((i) => dp.services.encodeKey(ek(i)));
+    dp.services.updateBatch([1, 2, 3].map((i) => [ek(i), { id: i, flags: 0, table: 2 * i }] as const));
     assert.equal([...dp.services.entries()].length, 3);
     dp.services.raw.deleteBatch(Buffer.concat(keys.slice(0, 2)));
     assert.deepEqual([...dp.services.entries()].map(([, v]) => v.id), [3]);
@@ -112,9 +113,10 @@ test('a full map is a clear error and build-time limits come through -D', async 
     (dp) => {
       assert.equal(dp.limits.maxServices, 4);
       assert.equal(dp.limits.tableSize, 13);
-      for (let i = 0; i < 4; i++) dp.services.update(serviceKeyOf(v4(i), 80, 'tcp'), { id: i, flags: 0 });
+      // Two epochs' worth of services.
+      for (let i = 0; i < 8; i++) dp.services.update({ key: serviceKeyOf(v4(i), 80, 'tcp'), epoch: i & 1 }, { id: i >> 1, flags: 0, table: 0 });
       assert.throws(
-        () => dp.services.update(serviceKeyOf(v4(9), 80, 'tcp'), { id: 9, flags: 0 }),
+        () => dp.services.update({ key: serviceKeyOf(v4(9), 80, 'tcp'), epoch: 0 }, { id: 1, flags: 0, table: 0 }),
         (e: unknown) => e instanceof BpfError && e.code === 'E2BIG' && /map 'services'/.test(e.message) && /the map is full/.test(e.message),
       );
     },
@@ -124,13 +126,13 @@ test('a full map is a clear error and build-time limits come through -D', async 
 
 test('maps pinned by a build with other limits are refused, and left as they were', async () => {
   await withDataplane((dp) => {
-    const key = serviceKeyOf(v4(1), 443, 'tcp');
-    dp.services.update(key, { id: 1, flags: 0 });
+    const key = { key: serviceKeyOf(v4(1), 443, 'tcp'), epoch: 0 };
+    dp.services.update(key, { id: 1, flags: 0, table: 2 });
     assert.throws(
       () => Dataplane.load({ pinDir: dp.pinDir, build: { MAX_SERVICES: 8 } }),
       (e: unknown) => e instanceof BpfError && /detach the running load balancer first/.test(e.message) && !!e.libbpfMessage,
     );
-    assert.deepEqual(dp.services.lookup(key), { id: 1, flags: 0 });
+    assert.deepEqual(dp.services.lookup(key), { id: 1, flags: 0, table: 2 });
     assert.equal(Dataplane.open(dp.pinDir).services.lookup(key)?.id, 1);
   });
 });

@@ -1,12 +1,12 @@
-// Maglev tables in the kernel: only changed slots are written, and the swap is atomic per service: while
-// another process streams packets, backends come and go and no packet ever misses a backend.
+// Maglev tables in the kernel: a change writes the table packets do not read and then points at it, so a
+// packet sees the old table or the new one: while another process streams packets, backends come and go and
+// no packet ever misses a backend.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import { fork } from 'node:child_process';
-import { fn, check, testRun, XDP_ACTION } from '../../loader/src/libbpf';
-import { buildMaglevTable, diffTables } from '../../loader/src/maglev';
+import { testRun, XDP_ACTION } from '../../loader/src/libbpf';
+import { buildMaglevTable } from '../../loader/src/maglev';
 import { buildFrame, macToString } from '../../loader/src/packet';
 import { withDataplane, installService, snapshot, delta, TestBackend } from '../lib/dataplane';
 import { PROG_PIN } from '../../loader/src/dataplane/dataplane';
@@ -16,52 +16,28 @@ const backends: TestBackend[] = Array.from({ length: 10 }, (_, i) => ({
 }));
 const table = (bs: TestBackend[], size: number) => buildMaglevTable(bs.map((b) => ({ id: b.id, key: b.ip, weight: 1 })), size);
 
-test('a table change writes only the slots that differ from the standby table', async (t) => {
+test('each service has two table maps: a change writes the one packets do not read, then points at it', async () => {
   await withDataplane((dp) => {
     const M = dp.limits.tableSize;
     const t10 = table(backends, M);
     const t9 = table(backends.slice(1), M);
-    const t8 = table(backends.slice(2), M);
     installService(dp, { id: 1, vip: '10.0.0.1', port: 80, proto: 'tcp', backends });
     assert.deepEqual(dp.readTable(1), t10);
-    // A new service gets its standby filled too, so even the first change is a diff.
-    assert.equal(dp.installTable(1, t9).written, diffTables(t10, t9).slots.length);
-    assert.ok(diffTables(t10, t9).slots.length < M * 0.15);
+    const slotOf = () => dp.servicesOf()[0][1].table;
+    assert.equal(slotOf(), 2);
+    const liveMap = dp.tableMapId(2);
+    dp.installTable(1, t9);
+    // The map that was live is untouched: a packet still reading it finds the old table whole.
+    assert.equal(slotOf(), 3);
+    assert.deepEqual(dp.readTableSlot(2), t10);
+    assert.equal(dp.tableMapId(2), liveMap, 'maps are written, never swapped, once installed');
     assert.deepEqual(dp.readTable(1), t9);
-    // The old live table is now the standby: going back to it writes nothing, only the swap.
-    assert.equal(dp.installTable(1, t10).written, 0);
+    dp.installTable(1, t10);
+    assert.equal(slotOf(), 2);
     assert.deepEqual(dp.readTable(1), t10);
-    const want = diffTables(t9, t8).slots.length;
-    const got = dp.installTable(1, t8).written;
-    t.diagnostic(`removing a second backend of 10 rewrote ${got} of ${M} slots (${((got / M) * 100).toFixed(1)}%)`);
-    assert.equal(got, want);
-    assert.ok(got < M * 0.25);
-    assert.deepEqual(dp.readTable(1), t8);
+    assert.deepEqual(dp.readTableSlot(3), t9);
   });
 });
-
-test('a standby that is also live (an interrupted swap) is replaced, not written in place', async () => {
-  await withDataplane((dp) => {
-    const M = dp.limits.tableSize;
-    installService(dp, { id: 2, vip: '10.0.0.2', port: 80, proto: 'tcp', backends });
-    const liveId = dp.tableIds(2).live!;
-    // What a process killed between the swap and the re-pin leaves behind: the same table live and standby.
-    const liveFd = fdOf(liveId);
-    fs.rmSync(dp.standbyPin(2));
-    check(fn.bpf_obj_pin(liveFd, dp.standbyPin(2)), 'bpf_obj_pin', 'standby');
-    fn.close(liveFd);
-    assert.deepEqual(dp.tableIds(2), { live: liveId, standby: liveId });
-    const t7 = table(backends.slice(3), M);
-    assert.equal(dp.installTable(2, t7).written, M);
-    assert.notEqual(dp.tableIds(2).live, liveId);
-    assert.equal(dp.tableIds(2).standby, liveId);
-    assert.deepEqual(dp.readTable(2), t7);
-  });
-});
-
-function fdOf(mapId: number): number {
-  return check(fn.bpf_map_get_fd_by_id(mapId), 'bpf_map_get_fd_by_id', `map ${mapId}`);
-}
 
 test('backends added and removed while packets stream: every packet finds a backend', async (t) => {
   await withDataplane(async (dp) => {

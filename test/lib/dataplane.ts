@@ -46,7 +46,7 @@ export interface TestService {
 /** Writes a service the way the control plane does: backends first, then the table, then the service key. */
 export function installService(dp: Dataplane, s: TestService): Uint32Array {
   for (const b of s.backends)
-    dp.backends.update(b.id, { dst_mac: macToBytes(b.mac), src_mac: macToBytes(LB_MAC), ifindex: b.ifindex ?? 0, gen: b.id });
+    dp.setBackend(b.id, { dst_mac: macToBytes(b.mac), src_mac: macToBytes(LB_MAC), ifindex: b.ifindex ?? 0, gen: b.id });
   const table = buildMaglevTable(
     s.backends.map((b) => ({ id: b.id, key: b.ip, weight: b.weight ?? 1 })),
     dp.limits.tableSize,
@@ -83,40 +83,41 @@ export function delta(a: Map<number, Counter>, b: Map<number, Counter>): Map<num
 }
 
 /**
- * Everything a load balancer holds, as comparable text: every map's entries (arrays: the nonzero ones), the
- * contents of each live Maglev table, and (withTableIds) which inner maps are live and standby. Two equal
- * digests mean no packet could tell the states apart.
+ * Everything packets can tell of a load balancer, as comparable text: the active epoch and its half of every
+ * epoch-dependent map, the maps shared by both halves (arrays: the nonzero entries), the contents of each active
+ * service's Maglev table and (withTableIds) which map holds it. Two equal digests mean no packet could tell the
+ * states apart.
  */
 export function stateDigest(dp: Dataplane, opts: { withTableIds?: boolean } = {}): Record<string, string[]> {
   const hex = (b: Buffer) => b.toString('hex');
-  const entries = (m: { raw: { lookupAll(): { keys: Buffer; values: Buffer; count: number }; info: { keySize: number }; valueBytes: number } }) => {
+  const entries = (m: { raw: { lookupAll(): { keys: Buffer; values: Buffer; count: number }; info: { keySize: number }; valueBytes: number } }, keep = (_k: number) => true) => {
     const { keys, values, count } = m.raw.lookupAll();
     const out: string[] = [];
     for (let i = 0; i < count; i++) {
       const v = values.subarray(i * m.raw.valueBytes, (i + 1) * m.raw.valueBytes);
-      if (v.some((x) => x !== 0)) out.push(`${hex(keys.subarray(i * m.raw.info.keySize, (i + 1) * m.raw.info.keySize))}=${hex(v)}`);
+      const k = keys.subarray(i * m.raw.info.keySize, (i + 1) * m.raw.info.keySize);
+      if (v.some((x) => x !== 0) && keep(k.length === 4 ? k.readUInt32LE(0) : 0)) out.push(`${hex(k)}=${hex(v)}`);
     }
     return out.sort();
   };
-  const ids = dp.services.all().map(([, v]) => v.id).sort((a, b) => a - b);
+  const { active } = dp.epochState();
+  const services = dp.servicesOf(active);
+  const inHalf = (n: number) => (i: number) => Math.floor(i / n) === active;
   const digest: Record<string, string[]> = {
-    services: entries(dp.services),
+    epoch: [String(active)],
+    services: services.map(([k, v]) => `${hex(dp.services.encodeKey({ key: k, epoch: active }))}=${v.id}/${v.flags}/${v.table}`).sort(),
+    service_index: entries(dp.serviceIndex, inHalf(1 << dp.serviceIndexBits)),
     vip_filter: entries(dp.vipFilter),
-    backends: entries(dp.backends),
-    backend_meta: entries(dp.backendMeta),
+    backends: entries(dp.backends, inHalf(dp.limits.maxBackends)),
+    backend_meta: entries(dp.backendMeta, inHalf(dp.limits.maxBackends)),
     lb_info: entries(dp.lbInfo),
     tx_ports: [...dp.txPorts.entries()].map(([k, v]) => `${k}=${v}`).sort(),
-    tables: ids.map((id) => {
-      const t = dp.readTable(id);
-      return `${id}=${t ? createHash('sha256').update(t).digest('hex') : 'none'}`;
-    }),
+    tables: services.map(([, v]) => {
+      const t = dp.readTableSlot(v.table);
+      return `${v.id}=${t ? createHash('sha256').update(t).digest('hex') : 'none'}`;
+    }).sort(),
   };
-  if (opts.withTableIds) {
-    digest.table_ids = ids.map((id) => {
-      const t = dp.tableIds(id);
-      return `${id}=${t.live}/${t.standby}`;
-    });
-  }
+  if (opts.withTableIds) digest.table_ids = services.map(([, v]) => `${v.id}=${dp.tableMapId(v.table)}`).sort();
   return digest;
 }
 

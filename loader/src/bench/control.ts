@@ -45,7 +45,7 @@ type Change = { total: number; plan: number; apply: number; slots: number };
 
 const MAP_LABELS = [
   'services', 'service_index', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats', 'backend_meta',
-  'lb_info', 'conns', 'events',
+  'lb_info', 'conns', 'events', 'epoch',
 ] as const;
 
 /** Memlock of every fixed map, and of one service's tables (live + standby), for a loaded dataplane with a table. */
@@ -53,11 +53,11 @@ function memory(dp: Dataplane, serviceId: number): { fixed: number; perService: 
   const raw = {
     services: dp.services.raw, vip_filter: dp.vipFilter.raw, rings: dp.rings, backends: dp.backends.raw, tx_ports: dp.txPorts.raw,
     stats: dp.stats.raw, service_stats: dp.serviceStats.raw, backend_stats: dp.backendStats.raw, backend_meta: dp.backendMeta.raw,
-    lb_info: dp.lbInfo.raw, conns: dp.conns.raw, events: dp.events.raw, service_index: dp.serviceIndex.raw,
+    lb_info: dp.lbInfo.raw, conns: dp.conns.raw, events: dp.events.raw, service_index: dp.serviceIndex.raw, epoch: dp.epoch.raw,
   };
   const maps = Object.fromEntries(MAP_LABELS.map((n) => [n, memlock(raw[n].fd)]));
-  const inner = dp.rings.lookup(Buffer.from(new Uint32Array([serviceId]).buffer))!;
-  const ring = RawMap.fromId(inner.readUInt32LE(0), 'ring');
+  const slot = dp.servicesOf().find(([, i]) => i.id === serviceId)?.[1].table ?? 2 * serviceId;
+  const ring = RawMap.fromId(dp.tableMapId(slot)!, 'ring');
   const perService = 2 * memlock(ring.fd);
   ring.close();
   return { fixed: Object.values(maps).reduce((a, b) => a + b, 0), perService, maps };
@@ -140,7 +140,7 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
 
     // Memory the kernel charges (memlock), at the build's limits and at larger ones.
     await change([service(0, 10)]);
-    const id = dp.services.all()[0][1].id;
+    const id = dp.servicesOf()[0][1].id;
     const m = memory(dp, id);
     const common = { fixed_maps_bytes: m.fixed, per_service_bytes: m.perService, maps_bytes: m.maps, cpus: os.cpus().length };
     results.push(result('map memory, default limits, 100 services', (m.fixed + 100 * m.perService) / 2 ** 20, 'MiB', { ...common, services: 100 }));

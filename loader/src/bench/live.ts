@@ -104,7 +104,7 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
     cleanup.push(() => dp.discard());
     const backends = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
     for (const b of backends)
-      dp.backends.update(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
+      dp.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
     dp.installTable(1, buildMaglevTable(backends, dp.limits.tableSize));
     dp.putService(serviceKeyOf(ipToBytes(VIP), 80, o.proto), { id: 1, flags: 0 });
     const txSlot = dp.statIds.get('TX')!;

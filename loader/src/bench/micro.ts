@@ -43,7 +43,7 @@ export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
     const minFd = min.programFd('xdp_min_tx');
     const backends = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
     for (const b of backends)
-      dp.backends.update(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
+      dp.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
     const table = buildMaglevTable(backends, dp.limits.tableSize);
     const services = [
       { id: 1, vip: '10.0.0.100', port: 80, proto: 'tcp' as const },

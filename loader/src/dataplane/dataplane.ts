@@ -7,9 +7,9 @@ import {
 } from '../libbpf';
 import { MapCreateOpts } from '../libbpf/ffi';
 import {
-  FAMILY, serviceKey, serviceInfo, serviceSlot, serviceIndexSlot, SERVICE_SLOT_FLAG, ServiceSlot, backendInfo, counter, backendMeta,
-  lbInfo, maglevChunk, MAGLEV_CHUNK, connKey, connValue,
-  ServiceKey, ServiceInfo, BackendInfo, Counter, BackendMeta, LbInfo, ConnKey, ConnValue,
+  FAMILY, serviceInfo, serviceSlot, serviceIndexSlot, SERVICE_SLOT_FLAG, ServiceSlot, backendInfo, counter, backendMeta,
+  lbInfo, maglevChunk, MAGLEV_CHUNK, connKey, connValue, serviceEkey, lbEpoch,
+  ServiceKey, ServiceInfo, BackendInfo, Counter, BackendMeta, LbInfo, ConnKey, ConnValue, ServiceEkey, LbEpoch,
 } from './layout';
 import { createHash } from 'node:crypto';
 import { ensureObject, BuildOptions } from './build';
@@ -21,22 +21,10 @@ export const PROGRAM = 'xdp_dr';
 
 const MAP_NAMES = [
   'services', 'service_index', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats',
-  'backend_meta', 'lb_info', 'conns', 'events',
+  'backend_meta', 'lb_info', 'conns', 'events', 'epoch',
 ] as const;
 /** The program is pinned beside its maps so that any process can test-run exactly what the interface runs. */
 export const PROG_PIN = 'prog';
-/** Standby Maglev tables, pinned one per service id: no program reads them, and pins cost no grace period. */
-export const STANDBY_DIR = 'standby';
-
-export interface StagedTable {
-  serviceId: number;
-  /** The filled table that swapTables makes live. */
-  next: RawMap;
-  prevLive?: RawMap;
-  table: Uint32Array;
-  /** Slots that differed in the standby. */
-  written: number;
-}
 type MapName = (typeof MAP_NAMES)[number];
 
 export interface Limits {
@@ -71,7 +59,8 @@ export function ensureBpffs(): void {
 }
 
 export class Dataplane {
-  readonly services: TypedMap<ServiceKey, ServiceInfo>;
+  /** Both epochs' services; the epoch is part of the key. */
+  readonly services: TypedMap<ServiceEkey, ServiceInfo>;
   /** The direct-mapped copy of `services` the program looks in first (struct service_slot). */
   readonly serviceIndex: TypedMap<number, ServiceSlot>;
   readonly serviceIndexBits: number;
@@ -87,6 +76,8 @@ export class Dataplane {
   readonly conns: TypedMap<ConnKey, ConnValue>;
   /** enum xdp_dr_event -> count (packets field). */
   readonly events: PerCpuMap<number, Counter>;
+  /** Slot 0: which half packets read (struct lb_epoch). */
+  readonly epoch: TypedMap<number, LbEpoch>;
   readonly limits: Limits;
   /** Global counter slots by name (TX, PASS_NO_SERVICE, ...), from enum xdp_dr_stat in the object's BTF. */
   statIds = new Map<string, number>();
@@ -97,9 +88,10 @@ export class Dataplane {
     private readonly obj?: BpfObject,
     readonly progFd?: number,
   ) {
-    this.services = new TypedMap(maps.services, serviceKey, serviceInfo);
+    this.services = new TypedMap(maps.services, serviceEkey, serviceInfo);
     this.serviceIndex = new TypedMap(maps.service_index, u32, serviceSlot);
-    this.serviceIndexBits = Math.log2(maps.service_index.info.maxEntries);
+    // The index holds one half per epoch.
+    this.serviceIndexBits = Math.log2(maps.service_index.info.maxEntries) - 1;
     this.backends = new TypedMap(maps.backends, u32, backendInfo);
     this.stats = new PerCpuMap(maps.stats, u32, counter);
     this.serviceStats = new PerCpuMap(maps.service_stats, u32, counter);
@@ -111,14 +103,15 @@ export class Dataplane {
     this.lbInfo = new TypedMap(maps.lb_info, u32, lbInfo);
     this.conns = new TypedMap(maps.conns, connKey, connValue);
     this.events = new PerCpuMap(maps.events, u32, counter);
+    this.epoch = new TypedMap(maps.epoch, u32, lbEpoch);
     this.limits = {
-      maxServices: maps.services.info.maxEntries,
-      maxBackends: maps.backends.info.maxEntries,
+      maxServices: maps.service_stats.info.maxEntries,
+      maxBackends: maps.backend_stats.info.maxEntries,
       tableSize: 0,
       maxTxPorts: maps.tx_ports.info.maxEntries,
     };
-    if (maps.rings.info.maxEntries !== this.limits.maxServices || maps.service_stats.info.maxEntries !== this.limits.maxServices ||
-      maps.backend_meta.info.maxEntries !== this.limits.maxBackends)
+    if (maps.rings.info.maxEntries !== 2 * this.limits.maxServices || maps.services.info.maxEntries !== 2 * this.limits.maxServices ||
+      maps.backends.info.maxEntries !== 2 * this.limits.maxBackends || maps.backend_meta.info.maxEntries !== 2 * this.limits.maxBackends)
       throw new Error(`maps under ${pinDir} disagree on the number of services: they come from different builds`);
   }
 
@@ -237,27 +230,128 @@ export class Dataplane {
   /** Removes the map and program pins (they live on while a link or process still holds them). */
   unpin(): void {
     for (const n of [...MAP_NAMES, PROG_PIN]) fs.rmSync(path.join(this.pinDir, n), { force: true });
-    fs.rmSync(path.join(this.pinDir, STANDBY_DIR), { recursive: true, force: true });
   }
 
-  /** Adds or changes a service; its VIP's filter bit is set first, so no packet for it is turned away. */
-  putService(key: ServiceKey, info: ServiceInfo): void {
+  /** Which half of the epoch-dependent maps packets read, and whether the other half is free to write. */
+  epochState(): LbEpoch {
+    const e = this.epoch.lookup(0) ?? { active: 0, quiescent: 1 };
+    return { active: e.active & 1, quiescent: e.quiescent };
+  }
+
+  /** One write of one aligned word that packets read: the switch between the halves. */
+  setEpoch(active: number, quiescent: number): void {
+    this.epoch.update(0, { active, quiescent });
+  }
+
+  /**
+   * Returns once no program run that began before the call is still running (an RCU grace period: XDP programs
+   * run inside RCU read-side sections). After a switch, this is what makes the old half free to rewrite.
+   */
+  waitForReaders(): void {
+    membarrierGlobal();
+  }
+
+  /** Index of a backend id in one epoch's half of `backends` and `backend_meta`. */
+  backendSlot(id: number, epoch = this.epochState().active): number {
+    return epoch * this.limits.maxBackends + id;
+  }
+
+  /** The services of one epoch (the active one by default), from the complete list in `services`. */
+  servicesOf(epoch = this.epochState().active): [ServiceKey, ServiceInfo][] {
+    return this.services.all().filter(([k]) => k.epoch === epoch).map(([k, v]) => [k.key, v]);
+  }
+
+  /** The backend records of one epoch's half (nonzero ones), by backend id. */
+  backendsOf(epoch = this.epochState().active): { infos: Map<number, BackendInfo>; metas: Map<number, BackendMeta> } {
+    const n = this.limits.maxBackends;
+    const half = <V>(all: [number, V][]) => new Map(all.filter(([i]) => Math.floor(i / n) === epoch).map(([i, v]) => [i - epoch * n, v]));
+    return { infos: half(this.backends.all({ skipZero: true })), metas: half(this.backendMeta.all({ skipZero: true })) };
+  }
+
+  /**
+   * Rewrites one epoch's half of `backends` and `backend_meta` to hold exactly these records. Only for the half
+   * packets do not read (after waitForReaders).
+   */
+  writeBackendHalf(epoch: number, records: Map<number, { info: BackendInfo; meta: BackendMeta }>): void {
+    const n = this.limits.maxBackends;
+    const infos: [number, BackendInfo][] = [];
+    const metas: [number, BackendMeta][] = [];
+    for (let id = 0; id < n; id++) {
+      const r = records.get(id);
+      infos.push([epoch * n + id, r?.info ?? ZERO_BACKEND]);
+      metas.push([epoch * n + id, r?.meta ?? ZERO_META]);
+    }
+    this.backends.updateBatch(infos);
+    this.backendMeta.updateBatch(metas);
+  }
+
+  /**
+   * Rewrites one epoch's services: the entries of `services` with that epoch and that half of the index. Only for
+   * the half packets do not read (after waitForReaders).
+   */
+  writeServiceHalf(epoch: number, services: [ServiceKey, ServiceInfo][]): void {
+    const bits = this.serviceIndexBits;
+    const slots: ServiceSlot[] = Array.from({ length: 1 << bits }, () => EMPTY_SLOT);
+    for (const [key, info] of services) {
+      const i = serviceIndexSlot(key, bits);
+      slots[i] = slots[i].key.family === 0 ? { key, info, flags: 0 } : { ...slots[i], flags: OVERFLOW };
+    }
+    const stale = this.services.all().filter(([k]) => k.epoch === epoch && !services.some(([s]) => sameKey(s, k.key)));
+    if (stale.length) this.services.deleteBatch(stale.map(([k]) => k));
+    if (services.length) this.services.updateBatch(services.map(([key, info]) => [{ key, epoch }, info]));
+    this.serviceIndex.updateBatch(slots.map((s, i) => [(epoch << bits) | i, s]));
+  }
+
+  /** Sets exactly these bits in vip_filter (one batch write of the whole filter). */
+  writeVipFilter(keys: ServiceKey[]): void {
+    const words = new Map<number, bigint>();
+    for (const k of keys) {
+      const { word, bit } = vipFilterSlot(k.addr, k.family);
+      words.set(word, (words.get(word) ?? 0n) | bit);
+    }
+    const n = this.vipFilter.raw.info.maxEntries;
+    this.vipFilter.updateBatch(Array.from({ length: n }, (_, w) => [w, words.get(w) ?? 0n]));
+  }
+
+  // Direct edits of the active half, one map write at a time: for tests, the benchmark and the fuzzer. The
+  // control plane changes state through lb/apply, which writes the other half and switches.
+
+  /** Sets a backend record in the active half. */
+  setBackend(id: number, info: BackendInfo): void {
+    this.backends.update(this.backendSlot(id), info);
+  }
+
+  /** The Maglev table slot the active records of a service id name, if any. */
+  private liveTableSlot(serviceId: number): number | undefined {
+    return this.servicesOf().find(([, i]) => i.id === serviceId)?.[1].table;
+  }
+
+  /**
+   * Adds or changes a service in the active half; its VIP's filter bit is set first, so no packet for it is turned
+   * away. Without a table slot it keeps the one its id uses, or takes 2 * id.
+   */
+  putService(key: ServiceKey, info: { id: number; flags: number; table?: number }): void {
+    const full: ServiceInfo = { ...info, table: info.table ?? this.liveTableSlot(info.id) ?? 2 * info.id };
+    const epoch = this.epochState().active;
     const { word, bit } = vipFilterSlot(key.addr, key.family);
     const bits = this.vipFilter.lookup(word) ?? 0n;
     if (!(bits & bit)) this.vipFilter.update(word, bits | bit);
     // `services` holds every service; the index is written after it, so an OVERFLOW slot always finds it there.
-    this.services.update(key, info);
-    const slot = serviceIndexSlot(key, this.serviceIndexBits);
+    this.services.update({ key, epoch }, full);
+    const slot = (epoch << this.serviceIndexBits) | serviceIndexSlot(key, this.serviceIndexBits);
     const cur = this.serviceIndex.lookup(slot);
-    if (!cur || cur.key.family === 0 || sameKey(cur.key, key)) this.serviceIndex.update(slot, { key, info, flags: cur?.flags ?? 0 });
+    if (!cur || cur.key.family === 0 || sameKey(cur.key, key)) this.serviceIndex.update(slot, { key, info: full, flags: cur?.flags ?? 0 });
     else if (!(cur.flags & OVERFLOW)) this.serviceIndex.update(slot, { ...cur, flags: cur.flags | OVERFLOW });
   }
 
-  /** Removes a service, then clears its VIP's filter bit unless another service still needs it. */
+  /** Removes a service from the active half, then clears its VIP's filter bit unless another service needs it. */
   deleteService(key: ServiceKey): boolean {
-    const slot = serviceIndexSlot(key, this.serviceIndexBits);
+    const epoch = this.epochState().active;
+    const bits = this.serviceIndexBits;
+    const slot = (epoch << bits) | serviceIndexSlot(key, bits);
     const cur = this.serviceIndex.lookup(slot);
-    const others = [...this.services.entries()].filter(([k]) => !sameKey(k, key) && serviceIndexSlot(k, this.serviceIndexBits) === slot);
+    const active = this.servicesOf(epoch);
+    const others = active.filter(([k]) => !sameKey(k, key) && serviceIndexSlot(k, bits) === (slot & ((1 << bits) - 1)));
     if (cur && cur.key.family !== 0) {
       if (sameKey(cur.key, key)) {
         // A reader may see a slot half written. While the key changes, OVERFLOW stays set in the old and the new
@@ -273,14 +367,15 @@ export class Dataplane {
         this.serviceIndex.update(slot, { ...cur, flags: cur.flags & ~OVERFLOW });
       }
     }
-    const existed = this.services.delete(key);
+    const existed = this.services.delete({ key, epoch });
     const { word, bit } = vipFilterSlot(key.addr, key.family);
-    const stillNeeded = [...this.services.entries()].some(([k]) => {
-      const other = vipFilterSlot(k.addr, k.family);
+    const stillNeeded = this.services.all().some(([k]) => {
+      if (sameKey(k.key, key)) return false;
+      const other = vipFilterSlot(k.key.addr, k.key.family);
       return other.word === word && other.bit === bit;
     });
-    const bits = this.vipFilter.lookup(word) ?? 0n;
-    if (!stillNeeded && bits & bit) this.vipFilter.update(word, bits & ~bit);
+    const filter = this.vipFilter.lookup(word) ?? 0n;
+    if (!stillNeeded && filter & bit) this.vipFilter.update(word, filter & ~bit);
     return existed;
   }
 
@@ -291,9 +386,15 @@ export class Dataplane {
     removePinDir(this.pinDir);
   }
 
-  /** The live Maglev table of a service, or undefined when none is installed. */
+  /** The Maglev table that packets of a service id read now, or undefined when none is installed. */
   readTable(serviceId: number): Uint32Array | undefined {
-    const inner = this.innerMap(this.rings, serviceId);
+    const slot = this.liveTableSlot(serviceId);
+    return slot === undefined ? undefined : this.readTableSlot(slot);
+  }
+
+  /** The contents of one table slot of `rings`, or undefined when no table is installed there. */
+  readTableSlot(slot: number): Uint32Array | undefined {
+    const inner = this.innerMap(slot);
     if (!inner) return undefined;
     try {
       return readRing(inner, this.limits.tableSize);
@@ -303,123 +404,72 @@ export class Dataplane {
   }
 
   /**
-   * Brings the standby table of a service to the new contents, writing only the elements with a changed
-   * slot. Packets do not see it until swapTables. The standby is pinned at standby/<id>; one that is also
-   * live (a change killed between swap and re-pin) is not written in place but replaced.
+   * Puts empty tables into the slots of `rings` that have none, in one batch update (the kernel returns from an
+   * update of a map-in-map after an RCU grace period). Returns the slots filled.
    */
-  stageTable(serviceId: number, table: Uint32Array): StagedTable {
+  ensureTables(slots: number[]): number[] {
+    const missing = [...new Set(slots)].filter((s) => !this.hasTableSlot(s));
+    if (!missing.length) return [];
+    const maps = missing.map((s) => createRing(this.limits.tableSize, s >> 1));
+    try {
+      const keys = Buffer.alloc(4 * missing.length);
+      const fds = Buffer.alloc(4 * missing.length);
+      missing.forEach((s, i) => {
+        keys.writeUInt32LE(s, 4 * i);
+        fds.writeUInt32LE(maps[i].fd, 4 * i);
+      });
+      this.rings.updateBatch(keys, fds);
+    } finally {
+      for (const m of maps) m.close();
+    }
+    return missing;
+  }
+
+  /** Writes a whole table into a slot's map (which must exist). Only for a slot that no active record names. */
+  writeTable(slot: number, table: Uint32Array): void {
     if (table.length !== this.limits.tableSize)
       throw new RangeError(`table has ${table.length} slots, this build's tables have ${this.limits.tableSize}`);
-    const live = this.innerMap(this.rings, serviceId);
-    let standby: RawMap | undefined;
+    const inner = this.innerMap(slot);
+    if (!inner) throw new Error(`internal: no table map in slot ${slot} of rings`);
     try {
-      standby = this.standbyMap(serviceId);
-      if (standby && live && standby.info.id === live.info.id) {
-        standby.close();
-        standby = undefined;
-      }
-      let written: number;
-      if (!standby) {
-        standby = createRing(this.limits.tableSize, serviceId);
-        written = writeDiff(standby, new Uint32Array(this.limits.tableSize), table);
-      } else {
-        written = writeDiff(standby, readRing(standby, this.limits.tableSize), table);
-      }
-      return { serviceId, next: standby, prevLive: live, table, written };
-    } catch (e) {
-      live?.close();
-      standby?.close();
-      throw e;
+      writeRing(inner, table);
+    } finally {
+      inner.close();
     }
   }
 
   /**
-   * Makes staged tables live with one batch update of `rings`: per service a packet sees the old table or the
-   * new one. The kernel returns from an update of a map-in-map only after an RCU grace period, so once it
-   * returns no program still reads an old table, and the old tables become the standbys (a new service gets
-   * a standby filled as well, so that its first change is a diff too). Takes ownership of the staged maps.
+   * Makes `table` the one a service id reads, by hand: writes it into the slot its active records do not name,
+   * then points those records at it. For tests and tools; a change goes through lb/apply.
    */
-  swapTables(staged: StagedTable[]): void {
-    const fresh: RawMap[] = [];
-    try {
-      if (!staged.length) return;
-      const keys = Buffer.alloc(4 * staged.length);
-      const fds = Buffer.alloc(4 * staged.length);
-      staged.forEach((st, i) => {
-        keys.writeUInt32LE(st.serviceId, 4 * i);
-        fds.writeUInt32LE(st.next.fd, 4 * i);
-      });
-      try {
-        this.rings.updateBatch(keys, fds);
-      } catch (e) {
-        // A batch can stop part way: put back what was live before, so the failure changes nothing.
-        for (const st of staged) {
-          if (st.prevLive) this.rings.update(u32Key(st.serviceId), u32Key(st.prevLive.fd));
-          else this.rings.delete(u32Key(st.serviceId));
-        }
-        throw e;
-      }
-      for (const st of staged) {
-        let standby = st.prevLive;
-        if (!standby) {
-          standby = createRing(this.limits.tableSize, st.serviceId);
-          fresh.push(standby);
-          writeDiff(standby, new Uint32Array(this.limits.tableSize), st.table);
-        }
-        this.pinStandby(st.serviceId, standby);
-      }
-    } finally {
-      for (const st of staged) {
-        st.next.close();
-        st.prevLive?.close();
-      }
-      for (const m of fresh) m.close();
-    }
+  installTable(serviceId: number, table: Uint32Array): void {
+    const live = this.liveTableSlot(serviceId);
+    const slot = live === undefined ? 2 * serviceId : live ^ 1;
+    this.ensureTables([slot]);
+    this.writeTable(slot, table);
+    for (const [key, info] of this.servicesOf()) if (info.id === serviceId) this.putService(key, { ...info, table: slot });
   }
 
-  /** One service's table change: stage, then swap. */
-  installTable(serviceId: number, table: Uint32Array): { written: number } {
-    const st = this.stageTable(serviceId, table);
-    this.swapTables([st]);
-    return { written: st.written };
+  hasTableSlot(slot: number): boolean {
+    return this.rings.lookup(u32Key(slot)) !== undefined;
   }
 
-  hasTable(serviceId: number): boolean {
-    return this.rings.lookup(u32Key(serviceId)) !== undefined;
+  /** Removes the tables of slots; a packet of a service whose table is gone passes to the kernel. */
+  dropTables(slots: number[]): void {
+    // Map-in-map arrays have no batch delete: one syscall (and grace period) per slot.
+    for (const s of slots) this.rings.delete(u32Key(s));
   }
 
-  /** Drops the tables of services; their packets then pass to the kernel (counted as no table). */
-  removeTables(...serviceIds: number[]): void {
-    // Map-in-map arrays have no batch delete: one syscall (and grace period) per service.
-    for (const id of serviceIds) {
-      this.rings.delete(u32Key(id));
-      fs.rmSync(this.standbyPin(id), { force: true });
-    }
+  /** The slots of `rings` that hold a table. */
+  tableSlots(): number[] {
+    const out: number[] = [];
+    for (let s = 0; s < this.rings.info.maxEntries; s++) if (this.hasTableSlot(s)) out.push(s);
+    return out;
   }
 
-  /** Which maps hold a service's tables (for tests and diagnostics). */
-  tableIds(serviceId: number): { live?: number; standby?: number } {
-    const live = this.rings.lookup(u32Key(serviceId))?.readUInt32LE(0);
-    const sb = this.standbyMap(serviceId);
-    const standby = sb?.info.id;
-    sb?.close();
-    return { live, standby };
-  }
-
-  standbyPin(serviceId: number): string {
-    return path.join(this.pinDir, STANDBY_DIR, String(serviceId));
-  }
-
-  private standbyMap(serviceId: number): RawMap | undefined {
-    const pin = this.standbyPin(serviceId);
-    return fs.existsSync(pin) ? RawMap.fromPin(pin, `standby table of service ${serviceId}`) : undefined;
-  }
-
-  private pinStandby(serviceId: number, map: RawMap): void {
-    const pin = this.standbyPin(serviceId);
-    fs.mkdirSync(path.dirname(pin), { recursive: true });
-    fs.rmSync(pin, { force: true });
-    check(fn.bpf_obj_pin(map.fd, pin), 'bpf_obj_pin', `standby table of service ${serviceId} at ${pin}`);
+  /** Kernel id of the map in a table slot (for tests and diagnostics). */
+  tableMapId(slot: number): number | undefined {
+    return this.rings.lookup(u32Key(slot))?.readUInt32LE(0);
   }
 
   /** How often an event (enum xdp_dr_event, XDP_DR_EVENT) happened, over all CPUs. */
@@ -437,10 +487,10 @@ export class Dataplane {
     return out;
   }
 
-  private innerMap(outer: RawMap, serviceId: number): RawMap | undefined {
-    const v = outer.lookup(u32Key(serviceId));
+  private innerMap(slot: number): RawMap | undefined {
+    const v = this.rings.lookup(u32Key(slot));
     if (!v) return undefined;
-    return RawMap.fromId(v.readUInt32LE(0), `${outer.label}[${serviceId}]`);
+    return RawMap.fromId(v.readUInt32LE(0), `rings[${slot}]`);
   }
 }
 
@@ -462,8 +512,8 @@ export function objectLimits(objPath: string): Limits {
   const obj = BpfObject.open(objPath);
   try {
     return {
-      maxServices: obj.mapDef('services').maxEntries,
-      maxBackends: obj.mapDef('backends').maxEntries,
+      maxServices: obj.mapDef('service_stats').maxEntries,
+      maxBackends: obj.mapDef('backend_stats').maxEntries,
       tableSize: tableSizeOf(obj),
       maxTxPorts: obj.mapDef('tx_ports').maxEntries,
     };
@@ -486,7 +536,17 @@ export function vipFilterSlot(addr: Buffer, family: number): { word: number; bit
 
 /** XDP_DR_STAT_PASS_NO_SERVICE -> PASS_NO_SERVICE; the _MAX sentinel is not a counter. */
 const OVERFLOW = SERVICE_SLOT_FLAG.SERVICE_SLOT_F_OVERFLOW;
-const EMPTY_SLOT: ServiceSlot = { key: { addr: Buffer.alloc(16), port: 0, proto: 0, family: 0 }, info: { id: 0, flags: 0 }, flags: 0 };
+const EMPTY_SLOT: ServiceSlot = { key: { addr: Buffer.alloc(16), port: 0, proto: 0, family: 0 }, info: { id: 0, flags: 0, table: 0 }, flags: 0 };
+export const ZERO_BACKEND: BackendInfo = { dst_mac: Buffer.alloc(6), src_mac: Buffer.alloc(6), ifindex: 0, gen: 0 };
+export const ZERO_META: BackendMeta = { addr: Buffer.alloc(16), service_id: 0, weight: 0, family: 0, flags: 0, reserved: 0 };
+
+/** membarrier(MEMBARRIER_CMD_GLOBAL): the kernel runs synchronize_rcu() for it. */
+function membarrierGlobal(): void {
+  const nr = process.arch === 'arm64' ? 283 : 324;
+  const MEMBARRIER_CMD_GLOBAL = 1;
+  if (Number(fn.syscall(nr, 'int', MEMBARRIER_CMD_GLOBAL, 'int', 0, 'int', 0)) !== 0)
+    throw new Error('membarrier(MEMBARRIER_CMD_GLOBAL) failed (a kernel with nohz_full refuses it): cannot wait for running programs');
+}
 
 function sameKey(a: ServiceKey, b: ServiceKey): boolean {
   return a.port === b.port && a.proto === b.proto && a.family === b.family && a.addr.equals(b.addr);
@@ -517,35 +577,18 @@ export function createRing(size: number, serviceId: number): RawMap {
   return new RawMap(fd, `ring_${serviceId}`);
 }
 
-/**
- * Brings a table map from current to wanted, writing (in one batch) only the elements with a changed slot;
- * returns how many slots changed. One pass over typed arrays: this runs for every table of every change.
- */
-function writeDiff(ring: RawMap, current: Uint32Array, wanted: Uint32Array): number {
-  const n = chunks(wanted.length);
+/** Writes a whole table into a table map: one batch update of every element. */
+function writeRing(ring: RawMap, table: Uint32Array): void {
+  const n = chunks(table.length);
   const keys = new Uint32Array(n);
   const values = new Uint16Array(n * MAGLEV_CHUNK);
-  let dirty = 0;
-  let changed = 0;
-  for (let c = 0; c < n; c++) {
-    const base = c * MAGLEV_CHUNK;
-    const end = Math.min(base + MAGLEV_CHUNK, wanted.length);
-    let diff = 0;
-    for (let s = base; s < end; s++) if (current[s] !== wanted[s]) diff++;
-    if (!diff) continue;
-    changed += diff;
-    keys[dirty] = c;
-    for (let s = base; s < end; s++) {
-      if (wanted[s] > 0xffff) throw new RangeError(`backend id ${wanted[s]} does not fit a 16-bit table slot`);
-      values[dirty * MAGLEV_CHUNK + s - base] = wanted[s];
-    }
-    dirty++;
+  for (let c = 0; c < n; c++) keys[c] = c;
+  for (let s = 0; s < table.length; s++) {
+    if (table[s] > 0xffff) throw new RangeError(`backend id ${table[s]} does not fit a 16-bit table slot`);
+    values[s] = table[s];
   }
-  if (dirty) {
-    const asBuf = (a: Uint32Array | Uint16Array, bytes: number) => Buffer.from(a.buffer, a.byteOffset, bytes);
-    ring.updateBatch(asBuf(keys, 4 * dirty), asBuf(values, maglevChunk.size * dirty));
-  }
-  return changed;
+  const asBuf = (a: Uint32Array | Uint16Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  ring.updateBatch(asBuf(keys), asBuf(values));
 }
 
 function readRing(ring: RawMap, size: number): Uint32Array {

@@ -12,6 +12,17 @@ export const serviceKey = struct('service_key', [
 export const serviceInfo = struct('service_info', [
   ['id', u32],
   ['flags', u32],
+  ['table', u32],
+] as const);
+
+export const serviceEkey = struct('service_ekey', [
+  ['key', serviceKey],
+  ['epoch', u32],
+] as const);
+
+export const lbEpoch = struct('lb_epoch', [
+  ['active', u32],
+  ['quiescent', u32],
 ] as const);
 
 export const serviceSlot = struct('service_slot', [
@@ -71,10 +82,12 @@ export const lbInfo = struct('lb_info', [
 export const MAGLEV_CHUNK = 32;
 export const maglevChunk = struct('maglev_chunk', [['backend', bytes(2 * MAGLEV_CHUNK)]] as const);
 
-export const STRUCTS = [serviceKey, serviceInfo, serviceSlot, backendInfo, counter, backendMeta, lbInfo, maglevChunk, connKey, connValue];
+export const STRUCTS = [serviceKey, serviceInfo, serviceEkey, lbEpoch, serviceSlot, backendInfo, counter, backendMeta, lbInfo, maglevChunk, connKey, connValue];
 
 export type ServiceKey = ReturnType<typeof serviceKey.decode>;
 export type ServiceInfo = ReturnType<typeof serviceInfo.decode>;
+export type ServiceEkey = ReturnType<typeof serviceEkey.decode>;
+export type LbEpoch = ReturnType<typeof lbEpoch.decode>;
 export type ServiceSlot = ReturnType<typeof serviceSlot.decode>;
 export type BackendInfo = ReturnType<typeof backendInfo.decode>;
 export type Counter = ReturnType<typeof counter.decode>;

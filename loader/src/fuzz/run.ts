@@ -130,7 +130,7 @@ export class Fuzzer {
       FUZZ_SERVICES.forEach((s, i) => {
         const id = i + 1;
         for (const b of s.backends)
-          dp.backends.update(b.id, { dst_mac: macToBytes(b.mac), src_mac: macToBytes(LB_MAC), ifindex: ifindex[b.egress], gen: b.id });
+          dp.setBackend(b.id, { dst_mac: macToBytes(b.mac), src_mac: macToBytes(LB_MAC), ifindex: ifindex[b.egress], gen: b.id });
         if (s.table !== false)
           dp.installTable(id, buildMaglevTable(s.backends.map((b) => ({ id: b.id, key: b.mac, weight: b.weight })), dp.limits.tableSize));
         const flags = (s.l3 ? SERVICE_FLAG.SERVICE_F_HASH_L3 : 0) | (s.conn ? SERVICE_FLAG.SERVICE_F_CONN_TABLE : 0);

@@ -1,9 +1,12 @@
-// Carries out a plan as one transaction. The kernel cannot update several maps at once, so the writes are
-// ordered such that every intermediate state forwards correctly (a backend exists before any table names
-// it; a table stops naming a backend before the backend goes), and each write records its inverse: if any
-// write fails, the inverses run newest first and the maps are back where they were.
-import { Dataplane, StagedTable } from '../dataplane/dataplane';
-import { Plan, ZERO_INFO, ZERO_META } from './plan';
+// Carries out a plan as one transaction, in the half of the maps that packets do not read (struct lb_epoch):
+// every record of the new state is written there, then one write switches packets over. Killed or failing at any
+// point before that write, the load balancer runs the old state untouched; after it, the new one. What packets
+// may see early (a VIP filter bit, an egress port, an empty table map) only ever widens, and is narrowed again
+// once the switch is done. Each write records its inverse: if a write fails, the inverses run newest first.
+import { Dataplane } from '../dataplane/dataplane';
+import type { BackendInfo, BackendMeta, ServiceInfo, ServiceKey } from '../dataplane/layout';
+import { Plan, serviceInfoOf } from './plan';
+import { keyOf } from './state';
 import { UsageError } from '../errors';
 
 const ZERO_COUNTER = { packets: 0n, bytes: 0n };
@@ -31,8 +34,14 @@ export class Journal {
   private readonly undo: { what: string; fn: () => void }[] = [];
   private steps = 0;
 
-  /** For tests: fail just before the n-th write, to prove that every prefix rolls back. */
-  constructor(private readonly failAt?: number) {}
+  /**
+   * For tests: failAt fails just before the n-th write, to prove that every prefix rolls back; onWrite is called
+   * before each write (a test can stop the process there).
+   */
+  constructor(
+    private readonly failAt?: number,
+    private readonly onWrite?: WriteHook,
+  ) {}
 
   get count(): number {
     return this.steps;
@@ -41,6 +50,7 @@ export class Journal {
   run(what: string, write: () => void, inverse: () => void): void {
     const n = this.steps++;
     try {
+      this.onWrite?.(n, what);
       if (this.failAt === n) throw new Error(`injected fault before write ${n}`);
       write();
     } catch (e) {
@@ -66,104 +76,97 @@ export class Journal {
   }
 }
 
-/** Stages several tables; on a failure part way, the ones staged so far are released. */
-function stageAll(dp: Dataplane, tables: [number, Uint32Array][]): StagedTable[] {
-  const staged: StagedTable[] = [];
-  try {
-    for (const [id, t] of tables) staged.push(dp.stageTable(id, t));
-    return staged;
-  } catch (e) {
-    for (const st of staged) {
-      st.next.close();
-      st.prevLive?.close();
-    }
-    throw e;
-  }
-}
-
 export interface ApplyStats {
   writes: number;
   slotsWritten: number;
 }
 
+/** For tests: called before each write with its number and name (a test can stop the process there). */
+export type WriteHook = (n: number, what: string) => void;
+
 export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal): ApplyStats {
   const start = journal.count;
-  let slotsWritten = 0;
+  const from = plan.from;
+  const live = from.epoch;
+  const next = live ^ 1;
+  if (dp.epochState().active !== live)
+    throw new Error('the load balancer changed while this change was planned (another xdp-dr at work?): plan it again');
+
+  // The new state, whole: every service and backend record of the other half.
+  const deleted = new Set(plan.serviceDeletes.map((s) => s.id));
+  const services = new Map<number, [ServiceKey, ServiceInfo]>();
+  for (const s of from.services)
+    if (!deleted.has(s.id)) services.set(s.id, [keyOf(s), serviceInfoOf(s)]);
+  for (const w of plan.serviceWrites) services.set(w.id, [w.key, w.info]);
+  const backends = new Map<number, { info: BackendInfo; meta: BackendMeta }>();
+  for (const [id, r] of from.records) if (r.info && r.meta) backends.set(id, { info: r.info, meta: r.meta });
+  for (const b of plan.backendDeletes) backends.delete(b.id);
+  for (const b of plan.backendWrites) backends.set(b.id, { info: b.info, meta: b.meta });
+  const liveKeys = from.services.map((s) => keyOf(s));
+  const nextKeys = [...services.values()].map(([k]) => k);
+
+  // Until a grace period has passed since the last switch, a packet may still be reading the other half.
+  if (!dp.epochState().quiescent)
+    journal.run('wait for packets still reading the other half', () => {
+      dp.waitForReaders();
+      dp.setEpoch(live, 1);
+    }, () => {});
 
   for (const ifindex of plan.txAdd)
     journal.run(`tx_ports add ${ifindex}`, () => dp.txPorts.update(ifindex, ifindex), () => dp.txPorts.delete(ifindex));
+  if (plan.serviceWrites.some((w) => w.fresh))
+    journal.run('VIP filter: add the new VIPs', () => dp.writeVipFilter([...liveKeys, ...nextKeys]), () => dp.writeVipFilter(liveKeys));
 
-  for (const b of plan.backendWrites) {
-    const prev = b.before ?? { info: ZERO_INFO, meta: ZERO_META };
+  // A new service gets both its table maps now; a change writes the map its live record does not name.
+  const fresh = plan.serviceWrites.filter((w) => w.fresh);
+  if (fresh.length) {
+    let added: number[] = [];
     journal.run(
-      `backend ${b.label}`,
-      () => {
-        if (b.fresh) dp.backendStats.fill(b.id, ZERO_COUNTER);
-        dp.backends.update(b.id, b.info);
-        dp.backendMeta.update(b.id, b.meta);
-      },
-      () => {
-        dp.backendMeta.update(b.id, prev.meta);
-        dp.backends.update(b.id, prev.info);
-      },
+      `table maps of ${fresh.map((w) => w.name).join(', ')}`,
+      () => (added = dp.ensureTables(fresh.flatMap((w) => [2 * w.id, 2 * w.id + 1]))),
+      () => dp.dropTables(added),
     );
   }
-
-  // Every table of the change is written into its standby, then all are swapped in one batch update.
-  const tables = plan.serviceWrites.filter((s) => s.table);
-  if (tables.length)
-    journal.run(
-      `tables of ${tables.map((s) => s.name).join(', ')}`,
-      () => {
-        for (const s of tables) if (s.fresh) dp.serviceStats.fill(s.id, ZERO_COUNTER);
-        const staged = stageAll(dp, tables.map((s) => [s.id, s.table!]));
-        slotsWritten += staged.reduce((n, st) => n + st.written, 0);
-        dp.swapTables(staged);
-      },
-      () => {
-        dp.swapTables(stageAll(dp, tables.filter((s) => s.tableBefore).map((s) => [s.id, s.tableBefore!])));
-        dp.removeTables(...tables.filter((s) => !s.tableBefore).map((s) => s.id));
-      },
-    );
-
-  for (const s of plan.serviceWrites) {
-    if (s.fresh || s.infoBefore) {
-      const infoBefore = s.infoBefore;
-      journal.run(
-        `service ${s.name}`,
-        () => dp.putService(s.key, s.info),
-        () => (infoBefore ? dp.putService(s.key, infoBefore) : dp.deleteService(s.key)),
-      );
-    }
+  let slotsWritten = 0;
+  for (const w of plan.serviceWrites) {
+    if (!w.table) continue;
+    const table = w.table;
+    journal.run(`table of ${w.name}`, () => dp.writeTable(w.info.table, table), () => {});
+    slotsWritten += table.length;
   }
 
-  for (const s of plan.serviceDeletes)
-    journal.run(`remove service ${s.name}`, () => dp.deleteService(s.key), () => dp.putService(s.key, s.info));
-  if (plan.serviceDeletes.length) {
-    const gone = plan.serviceDeletes.map((s) => ({ id: s.id, table: dp.readTable(s.id) }));
-    journal.run(
-      `remove tables of ${plan.serviceDeletes.map((s) => s.name).join(', ')}`,
-      () => dp.removeTables(...gone.map((g) => g.id)),
-      () => dp.swapTables(stageAll(dp, gone.filter((g) => g.table).map((g) => [g.id, g.table!]))),
-    );
-  }
+  const freshBackends = plan.backendWrites.filter((b) => b.fresh);
+  if (fresh.length || freshBackends.length)
+    journal.run('zero the counters of new ids', () => {
+      for (const w of fresh) dp.serviceStats.fill(w.id, ZERO_COUNTER);
+      for (const b of freshBackends) dp.backendStats.fill(b.id, ZERO_COUNTER);
+    }, () => {});
+  journal.run(`backends of epoch ${next}`, () => dp.writeBackendHalf(next, backends), () => {});
+  journal.run(`services of epoch ${next}`, () => dp.writeServiceHalf(next, [...services.values()]), () => {});
 
-  for (const b of plan.backendDeletes) {
-    journal.run(
-      `remove backend ${b.label}`,
-      () => {
-        dp.backendMeta.update(b.id, ZERO_META);
-        dp.backends.update(b.id, ZERO_INFO);
-      },
-      () => {
-        dp.backends.update(b.id, b.before.info);
-        dp.backendMeta.update(b.id, b.before.meta);
-      },
-    );
-  }
+  // The switch: packets read the new half from here on.
+  journal.run(`switch to epoch ${next}`, () => dp.setEpoch(next, 0), () => dp.setEpoch(live, 0));
+  journal.run('wait for packets still reading the old half', () => {
+    dp.waitForReaders();
+    dp.setEpoch(next, 1);
+  }, () => {});
 
+  // Narrow what was widened for the switch, and free what no record names any more.
+  if (plan.serviceDeletes.length || plan.serviceWrites.some((w) => w.fresh))
+    journal.run('VIP filter: only the VIPs in use', () => dp.writeVipFilter(nextKeys), () => dp.writeVipFilter([...liveKeys, ...nextKeys]));
   for (const ifindex of plan.txRemove)
     journal.run(`tx_ports remove ${ifindex}`, () => dp.txPorts.delete(ifindex), () => dp.txPorts.update(ifindex, ifindex));
-
+  if (plan.serviceDeletes.length) {
+    const slots = plan.serviceDeletes.flatMap((s) => [2 * s.id, 2 * s.id + 1]).filter((s) => dp.hasTableSlot(s));
+    const tables = slots.map((s) => [s, dp.readTableSlot(s)!] as const);
+    journal.run(
+      `remove tables of ${plan.serviceDeletes.map((s) => s.name).join(', ')}`,
+      () => dp.dropTables(slots),
+      () => {
+        dp.ensureTables(slots);
+        for (const [s, t] of tables) dp.writeTable(s, t);
+      },
+    );
+  }
   return { writes: journal.count - start, slotsWritten };
 }

@@ -3,7 +3,7 @@
 // stay too; new ones get ids nobody used in this change, so a packet that still reads an old table never
 // reaches a backend that was just given to someone else.
 import { randomBytes } from 'node:crypto';
-import { Dataplane, Limits } from '../dataplane/dataplane';
+import { Dataplane, Limits, ZERO_BACKEND, ZERO_META } from '../dataplane/dataplane';
 import { BACKEND_FLAG, FAMILY, SERVICE_FLAG, BackendInfo, BackendMeta, ServiceInfo, ServiceKey } from '../dataplane/layout';
 import { buildMaglevTable, diffTables } from '../maglev';
 import { ipToBytes, macToBytes, macToString } from '../packet';
@@ -68,6 +68,8 @@ export interface Change {
 }
 
 export interface Plan {
+  /** The state planned against: the active half, which the change rewrites into the other one. */
+  from: LbState;
   backendWrites: BackendWrite[];
   serviceWrites: ServiceWrite[];
   serviceDeletes: ServiceDelete[];
@@ -79,8 +81,7 @@ export interface Plan {
   disruption: { name: string; slots: number; of: number }[];
 }
 
-export const ZERO_INFO: BackendInfo = { dst_mac: Buffer.alloc(6), src_mac: Buffer.alloc(6), ifindex: 0, gen: 0 };
-export const ZERO_META: BackendMeta = { addr: Buffer.alloc(16), service_id: 0, weight: 0, family: 0, flags: 0, reserved: 0 };
+const ZERO_INFO = ZERO_BACKEND;
 
 export function planChange(input: PlanInput): Plan {
   const { dp, state, ingress, egress, services, macs } = input;
@@ -88,6 +89,7 @@ export function planChange(input: PlanInput): Plan {
   const running = new Map(state.services.map((s) => [serviceName(s), s]));
   const wanted = new Map(services.map((s) => [serviceName(s), s]));
   const plan: Plan = {
+    from: state,
     backendWrites: [], serviceWrites: [], serviceDeletes: [], backendDeletes: [], txAdd: [], txRemove: [], changes: [], disruption: [],
   };
 
@@ -118,7 +120,8 @@ export function planChange(input: PlanInput): Plan {
   for (const [name, want] of wanted) {
     const cur = running.get(name);
     const id = cur ? cur.id : fresh(1, serviceIds)[0];
-    const info = serviceInfoOf({ id, ...want });
+    // The table slot is settled below, once it is known whether the table changes.
+    const info = serviceInfoOf({ id, ...want, table: cur ? cur.table : 2 * id });
     const sw: ServiceWrite = { id, name, key: keyOf(want), info, fresh: !cur };
     const onOff = (b: boolean) => (b ? 'on' : 'off');
     if (!cur) plan.changes.push({ op: '+', kind: 'service', name, detail: `hash ${want.hash}, conn table ${onOff(want.connTable)}` });
@@ -178,6 +181,8 @@ export function planChange(input: PlanInput): Plan {
       if (moved > 0 || !cur?.hasTable) {
         sw.table = table;
         sw.tableBefore = live;
+        // Written into the slot packets do not read; the new epoch's record names it.
+        if (cur) info.table = cur.table ^ 1;
         if (cur) plan.disruption.push({ name, slots: moved, of: limits.tableSize });
       }
     }
@@ -212,9 +217,10 @@ function newGen(): number {
   return randomBytes(4).readUInt32LE(0) || 1;
 }
 
-function serviceInfoOf(s: { id: number; hash: string; connTable: boolean }): ServiceInfo {
+export function serviceInfoOf(s: { id: number; hash: string; connTable: boolean; table: number }): ServiceInfo {
   return {
     id: s.id,
+    table: s.table,
     flags: (s.hash === 'l3' ? SERVICE_FLAG.SERVICE_F_HASH_L3 : 0) | (s.connTable ? SERVICE_FLAG.SERVICE_F_CONN_TABLE : 0),
   };
 }

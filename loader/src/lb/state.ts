@@ -30,10 +30,14 @@ export interface ServiceState {
   connTable: boolean;
   /** Whether a live Maglev table is installed. */
   hasTable: boolean;
+  /** The slot of `rings` its table sits in (2 * id or 2 * id + 1). */
+  table: number;
   backends: BackendState[];
 }
 
 export interface LbState {
+  /** The half of the maps this state was read from: the one packets read. */
+  epoch: number;
   buildId: string;
   hashSeed: number;
   tableSize: number;
@@ -68,8 +72,9 @@ export function readState(dp: Dataplane): LbState {
   if (!info) throw new Error(`${dp.pinDir}/lb_info is empty: the pins are incomplete (detach and attach again)`);
   const mode = (Object.keys(MODE_VALUE) as XdpMode[]).find((m) => MODE_VALUE[m] === info.mode);
 
+  const epoch = dp.epochState().active;
   const byId = new Map<number, ServiceState>();
-  for (const [key, si] of dp.services.all()) {
+  for (const [key, si] of dp.servicesOf(epoch)) {
     const protocol = PROTOCOL_OF.get(key.proto);
     if (!protocol) continue; // not written by this control plane; shown nowhere, changed never
     byId.set(si.id, {
@@ -80,15 +85,16 @@ export function readState(dp: Dataplane): LbState {
       protocol,
       hash: si.flags & SERVICE_FLAG.SERVICE_F_HASH_L3 ? 'l3' : 'l4',
       connTable: !!(si.flags & SERVICE_FLAG.SERVICE_F_CONN_TABLE),
-      hasTable: dp.hasTable(si.id),
+      hasTable: dp.hasTableSlot(si.table),
+      table: si.table,
       backends: [],
     });
   }
 
   const orphanBackends: number[] = [];
-  const infos = new Map(dp.backends.all({ skipZero: true }));
+  const { infos, metas } = dp.backendsOf(epoch);
   const records = new Map<number, { info?: BackendInfo; meta?: BackendMeta }>([...infos].map(([id, info]) => [id, { info }]));
-  for (const [id, meta] of dp.backendMeta.all({ skipZero: true })) {
+  for (const [id, meta] of metas) {
     records.set(id, { info: infos.get(id), meta });
     if (!(meta.flags & BACKEND_FLAG.BACKEND_F_IN_USE)) continue;
     const svc = byId.get(meta.service_id);
@@ -110,6 +116,7 @@ export function readState(dp: Dataplane): LbState {
   const services = [...byId.values()].sort(compareServices);
   for (const s of services) s.backends.sort((a, b) => compareAddresses(a.address, b.address));
   return {
+    epoch,
     buildId: info.build_id.toString('hex'),
     hashSeed: info.hash_seed,
     tableSize: info.table_size,

@@ -167,6 +167,7 @@ export const fn = {
   btf__resolve_size: lib.func('int64_t btf__resolve_size(const btf *btf, uint32_t id)'),
 
   close: libc.func('int close(int fd)'),
+  syscall: libc.func('long syscall(long number, ...)'),
   if_nametoindex: libc.func('uint32_t if_nametoindex(const char *name)'),
   if_indextoname: libc.func('char *if_indextoname(uint32_t ifindex, _Out_ uint8_t *buf)'),
   vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *ap)'),

@@ -226,6 +226,12 @@ export class TypedMap<K, V> {
     return out;
   }
 
+  deleteBatch(keys: readonly K[]): void {
+    const buf = Buffer.alloc(keys.length * this.key.size);
+    keys.forEach((k, i) => this.key.encode(k, buf, i * this.key.size));
+    this.raw.deleteBatch(buf);
+  }
+
   updateBatch(entries: readonly (readonly [K, V])[], flags = BPF_ANY): void {
     const keys = Buffer.alloc(entries.length * this.key.size);
     const values = Buffer.alloc(entries.length * this.value.size);
