@@ -549,8 +549,15 @@ function writeDiff(ring: RawMap, current: Uint32Array, wanted: Uint32Array): num
 }
 
 function readRing(ring: RawMap, size: number): Uint32Array {
-  const { keys, values, count } = ring.lookupAll();
+  const n = chunks(size);
+  // Room for one more than the map holds, so that one call reads it all and already sees the end.
+  const { keys, values, count } = ring.lookupAll(n + 1);
   const out = new Uint32Array(size);
+  // An array map answers with every index in order; then its values are the table itself, widened in one copy.
+  if (count === n && values.byteOffset % 2 === 0 && keys.readUInt32LE(0) === 0 && keys.readUInt32LE(4 * (n - 1)) === n - 1) {
+    out.set(new Uint16Array(values.buffer, values.byteOffset, size));
+    return out;
+  }
   const ids = new Uint16Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
   for (let i = 0; i < count; i++) {
     const base = keys.readUInt32LE(i * 4) * MAGLEV_CHUNK;
