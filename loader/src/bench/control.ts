@@ -12,6 +12,8 @@ import { BenchResult, median, result } from './result';
 import { MAGLEV_CHUNK, maglevChunk } from '../dataplane/layout';
 import { validateConfig } from '../config';
 import { prepare, apply } from '../lb/change';
+import { readState } from '../lb/state';
+import { requireLink } from '../lb/instance';
 import { Journal } from '../lb/apply';
 import type { RawService } from '../lb/desired';
 
@@ -42,6 +44,8 @@ function memlock(fd: number): number {
 }
 
 type Change = { total: number; plan: number; apply: number; slots: number };
+/** Parts of one full-table change, each timed alone right after it (same maps, same state). */
+type Parts = { state: number; link: number; swap: number };
 
 const MAP_LABELS = [
   'services', 'service_index', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats', 'backend_meta',
@@ -98,6 +102,7 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
 
     // Reference: one batch write of a whole table (every element) into a fresh table map.
     const ref: number[] = [];
+    const parts: Parts[] = [];
     const n = Math.ceil(M / MAGLEV_CHUNK);
     const keys = Buffer.alloc(4 * n);
     const vals = Buffer.alloc(maglevChunk.size * n, 1);
@@ -107,6 +112,21 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
     const full: Change[] = [];
     for (let r = 0; r < o.runs; r++) {
       full.push(await change([service(0, 10, 20 * (r + 1))]));
+      // What the plan and the writes are made of: reading the maps back, the interface lookup (an `ip` process),
+      // and the live table swapped for itself, which costs the map-in-map update's RCU grace period alone.
+      let t = process.hrtime.bigint();
+      readState(dp);
+      const state = ms(t);
+      t = process.hrtime.bigint();
+      requireLink('lo');
+      const link = ms(t);
+      const serviceKey = Buffer.from(new Uint32Array([dp.services.all()[0][1].id]).buffer);
+      const live = dp.rings.lookup(serviceKey)!;
+      const inner = RawMap.fromId(live.readUInt32LE(0), 'live table');
+      t = process.hrtime.bigint();
+      dp.rings.update(serviceKey, Buffer.from(new Uint32Array([inner.fd]).buffer));
+      parts.push({ state, link, swap: ms(t) });
+      inner.close();
       const ring = createRing(M, 0);
       const t0 = process.hrtime.bigint();
       ring.updateBatch(keys, vals);
@@ -120,9 +140,19 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
       plan_ms: median(xs.map((x) => x.plan)), writes_ms: median(xs.map((x) => x.apply)), slots_written: median(xs.map((x) => x.slots)),
       runs: xs.length, runs_ms: xs.map((x) => x.total),
     });
-    results.push(result(`one ${M}-slot table, every slot to a new backend (plan + writes)`, median(full.map((f) => f.total)), 'ms',
-      { ...figures(full), table_size: M }, { name: `bare batch write of ${M} slots`, value: median(ref) }));
-    o.log?.(`  ${results[results.length - 1].name}: ${results[results.length - 1].value!.toFixed(1)} ms`);
+    const whole = result(`one ${M}-slot table, every slot to a new backend (plan + writes)`, median(full.map((f) => f.total)), 'ms',
+      { ...figures(full), table_size: M }, { name: `bare batch write of ${M} slots`, value: median(ref) });
+    const part = (k: keyof Parts) => median(parts.map((x) => x[k]));
+    const plan = median(full.map((f) => f.plan));
+    results.push(
+      whole,
+      result('  plan: read state, interface lookup, Maglev build, diff', plan, 'ms',
+        { read_state_ms: part('state'), interface_lookup_ms: part('link'), rest_ms: plan - part('state') - part('link') },
+        { name: 'read state + interface lookup, timed alone', value: part('state') + part('link') }),
+      result('  writes: stage the standby, swap it in, journal', median(full.map((f) => f.apply)), 'ms', {},
+        { name: 'map-in-map swap alone: RCU grace period', value: part('swap') }),
+    );
+    o.log?.(`  ${whole.name}: ${whole.value!.toFixed(1)} ms`);
 
     // 100 services of 10 backends: created from nothing, then one backend added to each.
     const create: Change[] = [];
