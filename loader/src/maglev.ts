@@ -231,21 +231,21 @@ export function buildMaglevTable(
   return table;
 }
 
-/** Slots whose value differs, with their new values, ready to push to a map. */
-export function diffTables(
-  oldTable: Uint32Array,
-  newTable: Uint32Array,
-): { slots: Uint32Array; ids: Uint32Array } {
+function checkSameSize(oldTable: Uint32Array, newTable: Uint32Array): void {
   if (oldTable.length !== newTable.length) {
     throw new MaglevError(
       `table size mismatch: old has ${oldTable.length} slots, new has ${newTable.length}`,
     );
   }
+}
+
+/** Slots whose value differs, with their new values, ready to push to a map. */
+export function diffTables(
+  oldTable: Uint32Array,
+  newTable: Uint32Array,
+): { slots: Uint32Array; ids: Uint32Array } {
   // Two passes so the result arrays are allocated once at their exact size.
-  let count = 0;
-  for (let i = 0; i < newTable.length; i++) {
-    if (oldTable[i] !== newTable[i]) count++;
-  }
+  const count = countChanged(oldTable, newTable);
   const slots = new Uint32Array(count);
   const ids = new Uint32Array(count);
   let k = 0;
@@ -257,6 +257,14 @@ export function diffTables(
     }
   }
   return { slots, ids };
+}
+
+/** How many slots differ: what diffTables finds, without building its arrays (a plan only needs the count). */
+export function countChanged(oldTable: Uint32Array, newTable: Uint32Array): number {
+  checkSameSize(oldTable, newTable);
+  let count = 0;
+  for (let i = 0; i < newTable.length; i++) if (oldTable[i] !== newTable[i]) count++;
+  return count;
 }
 
 /** Slot count per id; unfilled slots are counted under id 0. */

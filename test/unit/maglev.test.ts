@@ -6,6 +6,7 @@ import {
   MaglevBackend,
   MaglevError,
   buildMaglevTable,
+  countChanged,
   diffTables,
   isPrime,
   tableShares,
@@ -187,6 +188,9 @@ test('diffTables returns exactly the changed slots', (t) => {
 
   const same = diffTables(newT, newT);
   assert.equal(same.slots.length, 0);
+  assert.equal(countChanged(oldT, newT), slots.length);
+  assert.equal(countChanged(newT, newT), 0);
+  assert.throws(() => countChanged(oldT, new Uint32Array(13)), /size mismatch/);
   assert.throws(() => diffTables(oldT, new Uint32Array(13)), MaglevError);
   assert.throws(() => diffTables(oldT, new Uint32Array(13)), /size mismatch/);
 
@@ -334,4 +338,27 @@ test('matches a naive reference for equal, mixed and skewed weights', (t) => {
   const msg = `${configs.length} configurations identical to the reference (${configs.map((c) => c[0]).join(', ')})`;
   t.diagnostic(msg);
   console.log(msg);
+});
+
+test('matches the naive reference on random backend sets, weights and sizes', (t) => {
+  const rnd = mulberry32(20261126);
+  const sizes = [13, 251, 1009, 4093, M];
+  const cases = 40;
+  for (let c = 0; c < cases; c++) {
+    const size = sizes[Math.floor(rnd() * sizes.length)];
+    const n = 1 + Math.floor(rnd() * Math.min(size, 60));
+    // Weights from 0 (drained) through small to skewed and near 2^32, keys of both families and odd text.
+    const weight = (): number => {
+      const r = rnd();
+      return r < 0.1 ? 0 : r < 0.7 ? 1 + Math.floor(rnd() * 5) : r < 0.9 ? 1 + Math.floor(rnd() * 1000) : 2 ** 32 - 1 - Math.floor(rnd() * 1000);
+    };
+    const key = (i: number): string =>
+      rnd() < 0.5 ? `10.${c}.${i >> 8}.${i & 255}` : rnd() < 0.5 ? `fd00::${c.toString(16)}:${i.toString(16)}` : `rs-${c}-${i}-é`;
+    const ids = shuffled(Array.from({ length: n }, (_, i) => 1 + i * 7 + Math.floor(rnd() * 7)), c);
+    const backends = Array.from({ length: n }, (_, i) => ({ id: ids[i], key: key(i), weight: weight() }));
+    const got = buildMaglevTable(backends, size);
+    const want = referenceTable(backends, size);
+    assert.ok(Buffer.from(got.buffer).equals(Buffer.from(want.buffer)), `case ${c} (N=${n}, M=${size}): differs from reference`);
+  }
+  t.diagnostic(`${cases} random configurations identical to the reference`);
 });

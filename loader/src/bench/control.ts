@@ -12,6 +12,8 @@ import { BenchResult, median, result } from './result';
 import { MAGLEV_CHUNK, maglevChunk } from '../dataplane/layout';
 import { validateConfig } from '../config';
 import { prepare, apply } from '../lb/change';
+import { readState } from '../lb/state';
+import { requireLink } from '../lb/instance';
 import { Journal } from '../lb/apply';
 import type { RawService } from '../lb/desired';
 
@@ -41,14 +43,17 @@ function memlock(fd: number): number {
   return m ? Number(m[1]) : 0;
 }
 
-type Change = { total: number; plan: number; apply: number; slots: number };
+/** switched: from the start until the write that switches packets to the new state has returned. */
+type Change = { total: number; plan: number; apply: number; slots: number; switched: number };
+/** Parts of one full-table change, each timed alone right after it (same maps, same state). */
+type Parts = { state: number; link: number; grace: number };
 
 const MAP_LABELS = [
   'services', 'service_index', 'vip_filter', 'rings', 'backends', 'tx_ports', 'stats', 'service_stats', 'backend_stats', 'backend_meta',
   'lb_info', 'conns', 'events', 'epoch',
 ] as const;
 
-/** Memlock of every fixed map, and of one service's tables (live + standby), for a loaded dataplane with a table. */
+/** Memlock of every fixed map, and of one service's two tables, for a loaded dataplane with a table. */
 function memory(dp: Dataplane, serviceId: number): { fixed: number; perService: number; maps: Record<string, number> } {
   const raw = {
     services: dp.services.raw, vip_filter: dp.vipFilter.raw, rings: dp.rings, backends: dp.backends.raw, tx_ports: dp.txPorts.raw,
@@ -71,7 +76,7 @@ function memoryOfBuild(build: BuildOptions, label: string, services: number): Be
     const m = memory(dp, 0);
     return result(`map memory, ${label}`, (m.fixed + services * m.perService) / 2 ** 20, 'MiB', {
       build, services, fixed_maps_bytes: m.fixed, per_service_bytes: m.perService, maps_bytes: m.maps, cpus: os.cpus().length,
-      how: 'memlock of every fixed map as loaded, plus services x (live + standby table) as measured for one service',
+      how: 'memlock of every fixed map as loaded, plus services x (its two tables) as measured for one service',
     });
   } finally {
     dp.discard();
@@ -91,13 +96,20 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
       const p = await prepare({ iface: 'lo', dp }, cfg.services);
       const planned = ms(t0);
       const t1 = process.hrtime.bigint();
-      const st = apply(p, new Journal());
-      return { total: ms(t0), plan: planned, apply: ms(t1), slots: st.slotsWritten };
+      let switched = NaN;
+      let switching = false;
+      // The write after the switch starts once the switch has returned.
+      const st = apply(p, new Journal(undefined, (_n, what) => {
+        if (switching && Number.isNaN(switched)) switched = ms(t0);
+        switching = what.startsWith('switch to epoch');
+      }));
+      return { total: ms(t0), plan: planned, apply: ms(t1), slots: st.slotsWritten, switched };
     };
     const M = dp.limits.tableSize;
 
     // Reference: one batch write of a whole table (every element) into a fresh table map.
     const ref: number[] = [];
+    const parts: Parts[] = [];
     const n = Math.ceil(M / MAGLEV_CHUNK);
     const keys = Buffer.alloc(4 * n);
     const vals = Buffer.alloc(maglevChunk.size * n, 1);
@@ -107,22 +119,45 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
     const full: Change[] = [];
     for (let r = 0; r < o.runs; r++) {
       full.push(await change([service(0, 10, 20 * (r + 1))]));
+      // What the plan and the writes are made of: reading the maps back, the interface lookup (an `ip` process),
+      // and one wait for an RCU grace period (a change waits once, after the switch).
+      let t = process.hrtime.bigint();
+      readState(dp);
+      const state = ms(t);
+      t = process.hrtime.bigint();
+      requireLink('lo');
+      const link = ms(t);
+      t = process.hrtime.bigint();
+      dp.waitForReaders();
+      parts.push({ state, link, grace: ms(t) });
       const ring = createRing(M, 0);
       const t0 = process.hrtime.bigint();
       ring.updateBatch(keys, vals);
       ref.push(ms(t0));
       ring.close();
     }
-    // Every flow moves in these changes; fewer than M writes happen where the standby table (two changes old)
-    // already holds the wanted id by chance.
+    // Every flow moves in these changes, and the table packets do not read is written whole each time.
     await change([]);
     const figures = (xs: Change[]) => ({
       plan_ms: median(xs.map((x) => x.plan)), writes_ms: median(xs.map((x) => x.apply)), slots_written: median(xs.map((x) => x.slots)),
-      runs: xs.length, runs_ms: xs.map((x) => x.total),
+      runs: xs.length, runs_ms: xs.map((x) => x.total), switched_ms: median(xs.map((x) => x.switched)),
     });
-    results.push(result(`one ${M}-slot table, every slot to a new backend (plan + writes)`, median(full.map((f) => f.total)), 'ms',
-      { ...figures(full), table_size: M }, { name: `bare batch write of ${M} slots`, value: median(ref) }));
-    o.log?.(`  ${results[results.length - 1].name}: ${results[results.length - 1].value!.toFixed(1)} ms`);
+    const whole = result(`one ${M}-slot table, every slot to a new backend (plan + writes)`, median(full.map((f) => f.total)), 'ms',
+      { ...figures(full), table_size: M }, { name: `bare batch write of ${M} slots`, value: median(ref) });
+    const part = (k: keyof Parts) => median(parts.map((x) => x[k]));
+    const plan = median(full.map((f) => f.plan));
+    results.push(
+      result(`one ${M}-slot table, every slot to a new backend: live for packets (plan + writes up to the switch)`,
+        median(full.map((f) => f.switched)), 'ms', { table_size: M, runs_ms: full.map((f) => f.switched) },
+        { name: `bare batch write of ${M} slots`, value: median(ref) }),
+      whole,
+      result('  plan: read state, interface lookup, Maglev build, diff', plan, 'ms',
+        { read_state_ms: part('state'), interface_lookup_ms: part('link'), rest_ms: plan - part('state') - part('link') },
+        { name: 'read state + interface lookup, timed alone', value: part('state') + part('link') }),
+      result('  writes: the table, the other half, the switch, a grace period, clean-up', median(full.map((f) => f.apply)), 'ms', {},
+        { name: 'one RCU grace period alone (membarrier)', value: part('grace') }),
+    );
+    o.log?.(`  ${whole.name}: ${whole.value!.toFixed(1)} ms, live after ${median(full.map((f) => f.switched)).toFixed(1)} ms`);
 
     // 100 services of 10 backends: created from nothing, then one backend added to each.
     const create: Change[] = [];

@@ -274,15 +274,8 @@ export class Dataplane {
    */
   writeBackendHalf(epoch: number, records: Map<number, { info: BackendInfo; meta: BackendMeta }>): void {
     const n = this.limits.maxBackends;
-    const infos: [number, BackendInfo][] = [];
-    const metas: [number, BackendMeta][] = [];
-    for (let id = 0; id < n; id++) {
-      const r = records.get(id);
-      infos.push([epoch * n + id, r?.info ?? ZERO_BACKEND]);
-      metas.push([epoch * n + id, r?.meta ?? ZERO_META]);
-    }
-    this.backends.updateBatch(infos);
-    this.backendMeta.updateBatch(metas);
+    this.backends.updateRange(epoch * n, n, (i) => records.get(i - epoch * n)?.info);
+    this.backendMeta.updateRange(epoch * n, n, (i) => records.get(i - epoch * n)?.meta);
   }
 
   /**
@@ -291,15 +284,17 @@ export class Dataplane {
    */
   writeServiceHalf(epoch: number, services: [ServiceKey, ServiceInfo][]): void {
     const bits = this.serviceIndexBits;
-    const slots: ServiceSlot[] = Array.from({ length: 1 << bits }, () => EMPTY_SLOT);
+    const slots = new Map<number, ServiceSlot>();
     for (const [key, info] of services) {
       const i = serviceIndexSlot(key, bits);
-      slots[i] = slots[i].key.family === 0 ? { key, info, flags: 0 } : { ...slots[i], flags: OVERFLOW };
+      const cur = slots.get(i);
+      slots.set(i, cur ? { ...cur, flags: OVERFLOW } : { key, info, flags: 0 });
     }
-    const stale = this.services.all().filter(([k]) => k.epoch === epoch && !services.some(([s]) => sameKey(s, k.key)));
+    const wanted = new Set(services.map(([k]) => this.services.encodeKey({ key: k, epoch }).toString('hex')));
+    const stale = this.services.all().filter(([k]) => k.epoch === epoch && !wanted.has(this.services.encodeKey(k).toString('hex')));
     if (stale.length) this.services.deleteBatch(stale.map(([k]) => k));
     if (services.length) this.services.updateBatch(services.map(([key, info]) => [{ key, epoch }, info]));
-    this.serviceIndex.updateBatch(slots.map((s, i) => [(epoch << bits) | i, s]));
+    this.serviceIndex.updateRange(epoch << bits, 1 << bits, (i) => slots.get(i - (epoch << bits)));
   }
 
   /** Sets exactly these bits in vip_filter (one batch write of the whole filter). */
@@ -309,8 +304,7 @@ export class Dataplane {
       const { word, bit } = vipFilterSlot(k.addr, k.family);
       words.set(word, (words.get(word) ?? 0n) | bit);
     }
-    const n = this.vipFilter.raw.info.maxEntries;
-    this.vipFilter.updateBatch(Array.from({ length: n }, (_, w) => [w, words.get(w) ?? 0n]));
+    this.vipFilter.updateRange(0, this.vipFilter.raw.info.maxEntries, (w) => words.get(w));
   }
 
   // Direct edits of the active half, one map write at a time: for tests, the benchmark and the fuzzer. The
@@ -592,8 +586,15 @@ function writeRing(ring: RawMap, table: Uint32Array): void {
 }
 
 function readRing(ring: RawMap, size: number): Uint32Array {
-  const { keys, values, count } = ring.lookupAll();
+  const n = chunks(size);
+  // Room for one more than the map holds, so that one call reads it all and already sees the end.
+  const { keys, values, count } = ring.lookupAll(n + 1);
   const out = new Uint32Array(size);
+  // An array map answers with every index in order; then its values are the table itself, widened in one copy.
+  if (count === n && values.byteOffset % 2 === 0 && keys.readUInt32LE(0) === 0 && keys.readUInt32LE(4 * (n - 1)) === n - 1) {
+    out.set(new Uint16Array(values.buffer, values.byteOffset, size));
+    return out;
+  }
   const ids = new Uint16Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
   for (let i = 0; i < count; i++) {
     const base = keys.readUInt32LE(i * 4) * MAGLEV_CHUNK;

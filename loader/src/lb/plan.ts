@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { Dataplane, Limits, ZERO_BACKEND, ZERO_META } from '../dataplane/dataplane';
 import { BACKEND_FLAG, FAMILY, SERVICE_FLAG, BackendInfo, BackendMeta, ServiceInfo, ServiceKey } from '../dataplane/layout';
-import { buildMaglevTable, diffTables } from '../maglev';
+import { buildMaglevTable, countChanged } from '../maglev';
 import { ipToBytes, macToBytes, macToString } from '../packet';
 import type { Service } from '../config';
 import { serviceName } from '../config';
@@ -177,7 +177,7 @@ export function planChange(input: PlanInput): Plan {
     if (!cur || !cur.hasTable || !sameMembers(cur.backends, members)) {
       const table = buildMaglevTable(members, limits.tableSize);
       const live = cur?.hasTable ? dp.readTable(id) : undefined;
-      const moved = diffTables(live ?? new Uint32Array(limits.tableSize), table).slots.length;
+      const moved = countChanged(live ?? new Uint32Array(limits.tableSize), table);
       if (moved > 0 || !cur?.hasTable) {
         sw.table = table;
         sw.tableBefore = live;

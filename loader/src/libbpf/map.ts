@@ -166,6 +166,12 @@ export class RawMap {
   }
 }
 
+/** A plain byte loop: most entries of an array map are unused, and a Buffer.compare call per entry costs more. */
+function allZero(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
 /** A map seen through codecs; construction fails when the codecs disagree with the kernel's sizes. */
 export class TypedMap<K, V> {
   constructor(readonly raw: RawMap, readonly key: Codec<K>, readonly value: Codec<V>) {
@@ -218,12 +224,26 @@ export class TypedMap<K, V> {
     const { keys, values, count } = this.raw.lookupAll();
     const out: [K, V][] = [];
     const size = this.raw.valueBytes;
-    const zero = Buffer.alloc(size);
     for (let i = 0; i < count; i++) {
-      if (opts.skipZero && values.compare(zero, 0, size, i * size, (i + 1) * size) === 0) continue;
+      if (opts.skipZero && allZero(values, i * size, (i + 1) * size)) continue;
       out.push([this.key.decode(keys, i * this.key.size), this.value.decode(values, i * size)]);
     }
     return out;
+  }
+
+  /**
+   * Writes indexes first..first+count-1 of an array map in one batch: the value get() gives, or zero. Encodes only
+   * the values that exist, so rewriting a mostly empty range costs little more than the syscall.
+   */
+  updateRange(first: number, count: number, get: (index: number) => V | undefined): void {
+    const keys = Buffer.alloc(4 * count);
+    const values = Buffer.alloc(count * this.value.size);
+    for (let i = 0; i < count; i++) {
+      keys.writeUInt32LE(first + i, 4 * i);
+      const v = get(first + i);
+      if (v !== undefined) this.value.encode(v, values, i * this.value.size);
+    }
+    this.raw.updateBatch(keys, values);
   }
 
   deleteBatch(keys: readonly K[]): void {
