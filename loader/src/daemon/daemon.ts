@@ -13,12 +13,14 @@ import { attach, detach, interfaceExists, requireLink } from '../lb/instance';
 import { prepare, apply, Prepared } from '../lb/change';
 import { Journal } from '../lb/apply';
 import { formatPlan, planIsEmpty } from '../lb/plan';
-import { readState } from '../lb/state';
+import { addrText, readState } from '../lb/state';
+import { confirmNeighbours, resolveMacs, type MacAnswer, type MacRequest } from '../lb/netif';
 import { HealthChecker, type ProbeTarget, type HealthChange, type ProbeEvent } from '../health/checker';
 import type { VipRoute } from '../health/vipprobe';
 import { execFileSync } from 'node:child_process';
 import { Metrics, BackendHealth } from '../metrics/metrics';
 import { logger } from '../log';
+import { macToString } from '../packet';
 import { UsageError } from '../errors';
 
 export interface DaemonOptions {
@@ -29,6 +31,9 @@ export interface DaemonOptions {
   /** How often the surroundings are looked at (interfaces, pins, real-server MACs); 0 = never. */
   surveyMs?: number;
 }
+
+/** How long a survey waits for a real server whose neighbour entry failed to answer a broadcast (a LAN: ms). */
+const FOLLOW_TIMEOUT_MS = 1000;
 
 const keyOf = (s: { vip: string; port: number; protocol: string }, address: string): string => `${serviceName(s)}|${address}`;
 
@@ -48,6 +53,10 @@ export class Daemon {
   private queue: Promise<void> = Promise.resolve();
   private stopping = false;
   private survey?: NodeJS.Timeout;
+  /** A survey is queued or running: a slow one (a real server not answering) must not pile up behind itself. */
+  private surveying = false;
+  /** Neighbour entries (`${iface}/${address}`) found failed, so that it is said once per episode. */
+  private readonly neighFailed = new Set<string>();
   /** Interfaces found gone, so that it is said once, and said again when they return. */
   private readonly gone = new Set<string>();
 
@@ -80,7 +89,12 @@ export class Daemon {
 
     process.on('SIGHUP', () => this.schedule(() => this.reload('SIGHUP')));
     const every = this.opts.surveyMs ?? 2000;
-    if (every > 0) this.survey = setInterval(() => this.schedule(() => this.look()), every);
+    if (every > 0)
+      this.survey = setInterval(() => {
+        if (this.surveying) return;
+        this.surveying = true;
+        this.schedule(() => this.look().finally(() => (this.surveying = false)));
+      }, every);
     // Editors replace files rather than write them in place: watch the directory, not the file.
     const file = path.resolve(this.opts.configFile);
     this.watcher = fs.watch(path.dirname(file), (_event, name) => {
@@ -158,7 +172,7 @@ export class Daemon {
 
   /**
    * What can change around the load balancer without telling it: an interface deleted (and created again), pins
-   * removed from bpffs, a real server's MAC changed in the neighbour table (the reconcile at the end reads it).
+   * removed from bpffs, a real server's MAC changed (followMacs finds it, the reconcile at the end writes it).
    */
   private async look(): Promise<void> {
     for (const [iface, dp] of [...this.lbs]) {
@@ -200,7 +214,55 @@ export class Daemon {
         this.metrics?.pinRepairs.inc({ interface: iface });
       }
     }
-    await this.reconcile('survey');
+    await this.reconcile('survey', await this.followMacs());
+  }
+
+  /**
+   * Every real server of the config whose MAC comes from the neighbour table, the ones that are down included
+   * (a check of the VIP sends to the MAC known here, so a server taken out for an old MAC must be able to come
+   * back): the kernel re-confirms its entry, and a MAC that changed is logged, counted and handed to the
+   * reconcile, which writes it. An entry that failed is said once and changes nothing: the maps keep the MAC
+   * they hold. A MAC given in the config is never looked up: its server's entry is only re-confirmed.
+   */
+  private async followMacs(): Promise<Map<string, MacAnswer>> {
+    const given = new Set(this.config.services.flatMap((s) => s.backends.filter((b) => b.mac).map((b) => b.address)));
+    const all = new Map<string, MacRequest>();
+    for (const iface of this.lbs.keys())
+      for (const s of this.config.services)
+        for (const b of s.backends) all.set(`${b.interface ?? iface}/${b.address}`, { address: b.address, iface: b.interface ?? iface });
+    const reqs = new Map([...all].filter(([, r]) => !given.has(r.address)));
+    let answers: Map<string, MacAnswer>;
+    try {
+      // Servers with a given MAC too: their health checks go through the kernel's entry.
+      if (all.size) await confirmNeighbours([...all.values()]);
+      if (!reqs.size) return new Map();
+      answers = await resolveMacs([...reqs.values()], { timeoutMs: FOLLOW_TIMEOUT_MS });
+    } catch (e) {
+      logger.error(`cannot follow real-server MACs: ${(e as Error).message}`);
+      return new Map();
+    }
+    for (const [key, { address, iface }] of reqs) {
+      const a = answers.get(key);
+      const known = this.macs.get(address);
+      if (a?.mac) {
+        if (this.neighFailed.delete(key)) logger.info(`backend ${address} answers on ${iface} again, at ${a.mac}`, { backend: address, iface });
+        this.noteMac(address, a.mac);
+      } else if (!this.neighFailed.has(key)) {
+        this.neighFailed.add(key);
+        logger.warn(`${a?.error ?? `no MAC for ${address} on ${iface}`}${known ? `; keeping ${known}, which it had` : ''}`, { backend: address, iface });
+      }
+    }
+    return answers;
+  }
+
+  /** Remembers a real server's MAC; a different one than remembered is said and counted, once, by whoever sees it first. */
+  private noteMac(address: string, mac: string): void {
+    const known = this.macs.get(address);
+    if (known && known !== mac) {
+      logger.warn(`backend ${address} MAC changed ${known} -> ${mac}`, { backend: address, from: known, to: mac });
+      this.metrics?.macChanges.inc({ backend: address });
+    }
+    this.macs.set(address, mac);
   }
 
   private targets(): ProbeTarget[] {
@@ -228,7 +290,7 @@ export class Daemon {
     if (!links.has(iface)) {
       try {
         const link = requireLink(iface);
-        const addrs = JSON.parse(execFileSync('ip', ['-j', 'addr', 'show', 'dev', iface], { encoding: 'utf8' }))[0]?.addr_info ?? [];
+        const addrs = JSON.parse(execFileSync('ip', ['-j', 'addr', 'show', 'dev', iface], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))[0]?.addr_info ?? [];
         links.set(iface, { ifindex: link.ifindex, mac: link.mac, addrs });
       } catch {
         links.set(iface, null);
@@ -244,7 +306,7 @@ export class Daemon {
   /** Learns the MACs the maps hold; probes of VIPs get routes that became known or changed (MACs, interfaces). */
   private refreshRoutes(): void {
     for (const dp of this.lbs.values())
-      for (const svc of readState(dp).services) for (const b of svc.backends) this.macs.set(b.address, b.mac);
+      for (const svc of readState(dp).services) for (const b of svc.backends) this.noteMac(b.address, b.mac);
     // set() leaves targets whose route did not change alone, health and schedule included.
     if (this.config.services.some((s) => s.healthCheck?.target === 'vip')) this.checker.set(this.targets());
   }
@@ -288,12 +350,15 @@ export class Daemon {
     });
   }
 
-  /** Makes the maps hold the effective config, as one transaction over all interfaces; false when it failed. */
-  private async reconcile(why: string): Promise<boolean> {
+  /**
+   * Makes the maps hold the effective config, as one transaction over all interfaces; false when it failed.
+   * neighbours: MACs the survey has just read, so that they are not looked up twice.
+   */
+  private async reconcile(why: string, neighbours?: Map<string, MacAnswer>): Promise<boolean> {
     const journal = new Journal();
     const prepared: Prepared[] = [];
     try {
-      for (const [iface, dp] of this.lbs) prepared.push(await prepare({ iface, dp }, this.effective(dp)));
+      for (const [iface, dp] of this.lbs) prepared.push(await prepare({ iface, dp }, this.effective(dp), { neighbours }));
       for (const p of prepared) {
         for (const w of p.warnings) logger.warn(w);
         if (planIsEmpty(p.plan)) continue;
@@ -301,6 +366,8 @@ export class Daemon {
         this.metrics?.slotsWritten.inc(stats.slotsWritten);
         for (const line of formatPlan(p.plan)) logger.info(`${p.target.iface}: ${line.trim()}`, { why });
       }
+      // A reconcile after a health change may be the first to read a new MAC.
+      for (const p of prepared) for (const w of p.plan.backendWrites) this.noteMac(addrText(w.meta.addr, w.meta.family), macToString(w.info.dst_mac));
       if (prepared.some((p) => !planIsEmpty(p.plan))) this.metrics?.changes.inc({ result: 'applied' });
       this.refreshRoutes();
       return true;

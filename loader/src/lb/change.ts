@@ -7,7 +7,7 @@ import { logger } from '../log';
 import { LbState, readState } from './state';
 import { MacChoice, Plan, planChange } from './plan';
 import { applyPlan, ApplyStats, Journal } from './apply';
-import { LinkInfo, resolveMacs } from './netif';
+import { LinkInfo, MacAnswer, resolveMacs } from './netif';
 import { requireLink } from './instance';
 
 export class ResolveError extends Error {
@@ -30,6 +30,8 @@ export interface PrepareOptions {
   /** Addresses whose given MAC was resolved earlier (kept as such by commands that only carry it over). */
   resolvedMacs?: Set<string>;
   resolveTimeoutMs?: number;
+  /** Answers already read from the neighbour table, by `${iface}/${address}`; only the others are looked up. */
+  neighbours?: Map<string, MacAnswer>;
 }
 
 /** Everything that can fail for a reason outside the maps happens here, before any write. */
@@ -56,10 +58,11 @@ export async function prepare(target: Target, services: Service[], opts: Prepare
     }
   for (const a of macs.keys()) ask.delete(a); // a MAC given for one service serves all of them
   if (ask.size) {
-    const answers = await resolveMacs(
-      [...ask].map(([address, iface]) => ({ address, iface })),
-      { timeoutMs: opts.resolveTimeoutMs },
-    );
+    const answers = new Map(opts.neighbours ?? []);
+    const unknown = [...ask].filter(([address, iface]) => !answers.has(`${iface}/${address}`));
+    if (unknown.length)
+      for (const [k, a] of await resolveMacs(unknown.map(([address, iface]) => ({ address, iface })), { timeoutMs: opts.resolveTimeoutMs }))
+        answers.set(k, a);
     const running = new Map(state.services.flatMap((s) => s.backends.map((b) => [b.address, b] as const)));
     const failed: string[] = [];
     for (const [address, iface] of ask) {

@@ -35,7 +35,7 @@ export interface MacAnswer {
 
 interface IpLink { ifindex: number; ifname: string; flags: string[]; mtu: number; address?: string; link_type?: string }
 interface IpRoute { type?: string; dst: string; dev?: string; gateway?: string }
-interface IpNeigh { dst: string; dev?: string; lladdr?: string; state?: string[] }
+interface IpNeigh { dst: string; dev?: string; lladdr?: string; state?: string[]; confirmed?: number }
 
 const IP_TIMEOUT_MS = 5000; // one `ip` call; it answers in milliseconds unless the system is wedged
 const CONCURRENCY = 16; // `ip` processes in flight at once, so hundreds of backends do not fork-bomb the host
@@ -146,9 +146,9 @@ async function routeProblem(p: Pending): Promise<string | undefined> {
 
 const addrKey = (dev: string, address: string) => `${dev}/${ipToBytes(address).toString('hex')}`;
 
-async function neighbours(): Promise<Map<string, IpNeigh>> {
+async function neighbours(stats = false): Promise<Map<string, IpNeigh>> {
   // One dump of all families; without a dev filter so every entry carries its dev.
-  const r = await ipAsync(['neigh', 'show']);
+  const r = await ipAsync([...(stats ? ['-s'] : []), 'neigh', 'show']);
   if (r.err !== undefined) throw new NetifError(`cannot read the kernel neighbour table ('ip neigh show'): ${r.err}`);
   const table = new Map<string, IpNeigh>();
   for (const n of r.json as IpNeigh[]) {
@@ -253,4 +253,43 @@ export async function resolveMacs(reqs: MacRequest[], opts: { timeoutMs?: number
         '(is the real server up and on this segment?); give its MAC with --mac or mac: in the config',
     });
   return new Map([...seen].map((k) => [k, out.get(k)!])); // in request order
+}
+
+/** States in which the kernel holds a MAC it may re-confirm: it was learnt, not set by hand, and no probe runs. */
+const CONFIRMABLE = new Set(['REACHABLE', 'STALE', 'DELAY']);
+
+/**
+ * Has the kernel re-confirm the neighbour entries of these real servers now, rather than when its own traffic
+ * next needs them (which can be a minute away): each learnt entry goes to PROBE, a unicast ARP / neighbour
+ * solicitation to the MAC it holds. The server answers and the entry is REACHABLE again; if that MAC is gone,
+ * the entry is FAILED after ucast_solicit x retrans_time (3 x 1 s by default), and resolveMacs then asks the
+ * whole segment. Entries confirmed within the last second are left alone, so that a short survey interval does
+ * not become an ARP stream; PERMANENT and NOARP entries (set by hand) are never touched.
+ */
+export async function confirmNeighbours(reqs: MacRequest[]): Promise<void> {
+  const devs = new Map<string, string | undefined>();
+  for (const { iface } of reqs)
+    if (!devs.has(iface)) {
+      try {
+        devs.set(iface, rawLink(iface).ifname);
+      } catch (e) {
+        if (!(e instanceof NetifError)) throw e;
+        devs.set(iface, undefined); // a missing interface is the survey's to report
+      }
+    }
+  const table = await neighbours(true);
+  const due: { address: string; dev: string }[] = [];
+  for (const { address, iface } of reqs) {
+    const dev = devs.get(iface);
+    if (!dev) continue;
+    let n: IpNeigh | undefined;
+    try {
+      n = table.get(addrKey(dev, address));
+    } catch {
+      continue; // not an address; resolveMacs says so
+    }
+    if (n?.lladdr && n.state?.some((s) => CONFIRMABLE.has(s)) && (n.confirmed ?? 1) >= 1) due.push({ address, dev });
+  }
+  // `change` never creates an entry; the lladdr stays, only the state moves (the kernel resets its probe count).
+  await eachLimit(due, async ({ address, dev }) => void (await ipAsync(['neigh', 'change', address, 'dev', dev, 'nud', 'probe'])));
 }

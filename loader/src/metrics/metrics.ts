@@ -37,6 +37,7 @@ export class Metrics {
   readonly changes: Counter<string>;
   readonly slotsWritten: Counter<string>;
   readonly pinRepairs: Counter<string>;
+  readonly macChanges: Counter<string>;
   private server?: http.Server;
 
   constructor(private readonly source: MetricsSource, info: { version: string; build: string }) {
@@ -119,6 +120,10 @@ export class Metrics {
     this.pinRepairs = new Counter({
       name: 'xdp_dr_pin_repairs_total', help: 'Pins found removed from bpffs and put back (or the XDP link re-attached)',
       labelNames: ['interface'], registers: [r],
+    });
+    this.macChanges = new Counter({
+      name: 'xdp_dr_backend_mac_changes_total', help: 'Real-server MACs found changed in the neighbour table and followed',
+      labelNames: ['backend'], registers: [r],
     });
   }
 

@@ -25,7 +25,8 @@ export function runCommand(): Command {
       .option('--metrics-address <host:port>', 'where to serve /metrics ("" for none)', '127.0.0.1:9642')
       .option('--detach-on-exit', 'detach and remove the pinned state when stopping')
       .option('--log-format <format>', 'human | json', 'human')
-      .option('--survey-interval <ms>', 'how often interfaces, pins and real-server MACs are looked at (0 = never)', '2000')
+      .option('--survey-interval <ms>', 'how often interfaces, pins and real-server MACs are looked at (0 = never); a real server\'s changed MAC is ' +
+        'followed within 2 intervals + the kernel\'s unicast re-probe (3 s by default) + 2 s', '2000')
       .action(async (o: Opts) => {
         if (o.logFormat !== 'human' && o.logFormat !== 'json') throw new UsageError(`--log-format: '${o.logFormat}' is not human | json`);
         logger.format = o.logFormat;
