@@ -251,6 +251,8 @@ test('killed at any point of an apply, the maps hold the old state or the new on
       // The next process (a restarted daemon) takes it from there: back to the start, whichever it found.
       await change(start);
       assert.deepEqual(observe(dp), old, `${label}: a later change converges`);
+      const used = readState(dp).services.flatMap((x) => [2 * x.id, 2 * x.id + 1]);
+      assert.deepEqual(dp.tableSlots().filter((x) => !used.includes(x)), [], `${label}: no table map is left behind`);
       return which;
     };
     await change(start);

@@ -456,9 +456,9 @@ export class Dataplane {
 
   /** The slots of `rings` that hold a table. */
   tableSlots(): number[] {
-    const out: number[] = [];
-    for (let s = 0; s < this.rings.info.maxEntries; s++) if (this.hasTableSlot(s)) out.push(s);
-    return out;
+    // A batch read of a map-in-map array answers with the slots that hold a map only.
+    const { keys, count } = this.rings.lookupAll();
+    return Array.from({ length: count }, (_, i) => keys.readUInt32LE(4 * i));
   }
 
   /** Kernel id of the map in a table slot (for tests and diagnostics). */

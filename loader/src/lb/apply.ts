@@ -144,8 +144,11 @@ export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal): ApplySta
   journal.run(`backends of epoch ${next}`, () => dp.writeBackendHalf(next, backends), () => {});
   journal.run(`services of epoch ${next}`, () => dp.writeServiceHalf(next, [...services.values()]), () => {});
 
-  // The switch: packets read the new half from here on.
-  journal.run(`switch to epoch ${next}`, () => dp.setEpoch(next, 0), () => dp.setEpoch(live, 0));
+  // The switch: packets read the new half from here on. Two writers at once would have written the same half.
+  journal.run(`switch to epoch ${next}`, () => {
+    if (dp.epochState().active !== live) throw new Error('another process switched the load balancer during this change: plan it again');
+    dp.setEpoch(next, 0);
+  }, () => dp.setEpoch(live, 0));
   journal.run('wait for packets still reading the old half', () => {
     dp.waitForReaders();
     dp.setEpoch(next, 1);
@@ -156,11 +159,14 @@ export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal): ApplySta
     journal.run('VIP filter: only the VIPs in use', () => dp.writeVipFilter(nextKeys), () => dp.writeVipFilter([...liveKeys, ...nextKeys]));
   for (const ifindex of plan.txRemove)
     journal.run(`tx_ports remove ${ifindex}`, () => dp.txPorts.delete(ifindex), () => dp.txPorts.update(ifindex, ifindex));
-  if (plan.serviceDeletes.length) {
-    const slots = plan.serviceDeletes.flatMap((s) => [2 * s.id, 2 * s.id + 1]).filter((s) => dp.hasTableSlot(s));
+  // Tables of removed services, and any that a change killed before its switch left behind.
+  const used = new Set([...services.values()].flatMap(([, i]) => [2 * i.id, 2 * i.id + 1]));
+  const unused = dp.tableSlots().filter((s) => !used.has(s));
+  if (unused.length) {
+    const slots = unused;
     const tables = slots.map((s) => [s, dp.readTableSlot(s)!] as const);
     journal.run(
-      `remove tables of ${plan.serviceDeletes.map((s) => s.name).join(', ')}`,
+      `remove the tables no service uses (slots ${slots.join(', ')})`,
       () => dp.dropTables(slots),
       () => {
         dp.ensureTables(slots);
