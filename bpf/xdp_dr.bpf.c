@@ -33,28 +33,23 @@ static __always_inline int record(enum xdp_dr_stat stat, __u64 bytes, int action
 	return action;
 }
 
+/* Words as they sit in memory (little-endian loads of network-order bytes); test/lib/flowhash.ts computes the same. */
 static __always_inline __u32 flow_hash(const struct flow *f, int l3_only)
 {
-	__u32 h = hash_seed;
-	__u32 len = 8;
+	__u64 seed = hash_seed | (__u64)hash_seed << 32;
+	__u64 h;
 
 	if (f->family == XDP_DR_AF_INET) {
-		h = mix_word(h, f->src[0]);
-		h = mix_word(h, f->dst[0]);
+		h = hash_word(f->src[0] | (__u64)f->dst[0] << 32, seed, FLOW_HASH_K0);
 	} else {
-#pragma unroll
-		for (int i = 0; i < 4; i++) {
-			h = mix_word(h, f->src[i]);
-			h = mix_word(h, f->dst[i]);
-		}
-		len = 32;
+		h = hash_word(f->src[0] | (__u64)f->src[1] << 32, seed, FLOW_HASH_K0) +
+		    hash_word(f->src[2] | (__u64)f->src[3] << 32, seed, FLOW_HASH_K1) +
+		    hash_word(f->dst[0] | (__u64)f->dst[1] << 32, seed, FLOW_HASH_K2) +
+		    hash_word(f->dst[2] | (__u64)f->dst[3] << 32, seed, FLOW_HASH_K3);
 	}
-	if (!l3_only) {
-		h = mix_word(h, ((__u32)f->sport << 16) | f->dport);
-		h = mix_word(h, f->proto);
-		len += 8;
-	}
-	return finish(h, len);
+	if (!l3_only)
+		h += hash_word(f->sport | (__u32)f->dport << 16 | (__u64)f->proto << 32, seed, FLOW_HASH_K4);
+	return hash_finish(h);
 }
 
 static __always_inline int maybe_vip(const struct flow *f)
