@@ -124,9 +124,27 @@ static __always_inline int conn_holds(const struct conn_value *cv, const struct 
 	return now - cv->seen <= CONN_IDLE_TIMEOUT_S;
 }
 
+/* Word loads rather than six byte loads: the MACs sit at the start of a 4-byte aligned map value. */
 static __always_inline int mac_set(const struct backend_info *be)
 {
-	return be->dst_mac[0] | be->dst_mac[1] | be->dst_mac[2] | be->dst_mac[3] | be->dst_mac[4] | be->dst_mac[5];
+	return *(const __u32 *)be->dst_mac | *(const __u16 *)&be->dst_mac[4];
+}
+
+_Static_assert(__builtin_offsetof(struct backend_info, src_mac) == ETH_ALEN,
+	       "set_macs copies both MACs as one run, in the order of the Ethernet header");
+
+/* Six 16-bit moves instead of twelve byte moves: a frame is only known to be 2-byte aligned (NET_IP_ALIGN). */
+static __always_inline void set_macs(struct ethhdr *eth, const struct backend_info *be)
+{
+	__u16 *d = (void *)eth;
+	const __u16 *s = (const void *)be->dst_mac;
+
+	d[0] = s[0];
+	d[1] = s[1];
+	d[2] = s[2];
+	d[3] = s[3];
+	d[4] = s[4];
+	d[5] = s[5];
 }
 
 /* The backend a record names, if that backend still holds the id it was recorded with and has a MAC to send to. */
@@ -176,8 +194,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct ethhdr *eth, const
 		act = XDP_TX;
 	}
 
-	__builtin_memcpy(eth->h_dest, be->dst_mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, be->src_mac, ETH_ALEN);
+	set_macs(eth, be);
 	count(bpf_map_lookup_elem(&service_stats, &svc_id), bytes);
 	count(bpf_map_lookup_elem(&backend_stats, &bid), bytes);
 	return record(act == XDP_TX ? XDP_DR_STAT_TX : XDP_DR_STAT_REDIRECT, bytes, act);
