@@ -269,36 +269,19 @@ out:
 	return forward(ctx, eth, be, svc_id, bid, bytes);
 }
 
-SEC("xdp")
-int xdp_dr(struct xdp_md *ctx)
+/* Everything past the IP header. Inlined once per IP version, so that the IPv4 copy knows that three words of
+ * each address are zero: its hash, service key and connection key shrink, and fewer values live on the stack. */
+static __always_inline int serve(struct xdp_md *ctx, struct ethhdr *eth, void *l3, struct hdr_cursor c, void *end,
+				 __u64 bytes, const struct flow *parsed)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	__u64 bytes = end - data;
-	struct hdr_cursor cur = { .pos = data };
-	struct flow f = {};
-	struct ethhdr *eth;
-	void *l3;
+	struct hdr_cursor cur = c;
+	struct flow f = *parsed;
 	struct service_info *svc;
 	struct backend_info *be;
 	struct conn_key ck;
 	struct conn_value *cv;
 	__u32 svc_id, bid, now = 0;
-	int proto, track, stat;
-
-	proto = parse_eth(&cur, end, &eth);
-	if (proto < 0)
-		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
-	l3 = cur.pos;
-	if (proto == bpf_htons(ETH_P_IP)) {
-		if (parse_ipv4(&cur, end, &f) < 0)
-			return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		if (parse_ipv6(&cur, end, &f) < 0)
-			return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
-	} else {
-		return record(XDP_DR_STAT_PASS_NOT_IP, bytes, XDP_PASS);
-	}
+	int track, stat;
 
 	if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP) {
 		/* A fragment of an ICMP error is left to the kernel: its other fragments would not follow it. */
@@ -357,4 +340,36 @@ int xdp_dr(struct xdp_md *ctx)
 	}
 out:
 	return forward(ctx, eth, be, svc_id, bid, bytes);
+}
+
+SEC("xdp")
+int xdp_dr(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 bytes = end - data;
+	struct hdr_cursor cur = { .pos = data };
+	struct ethhdr *eth;
+	void *l3;
+	int proto;
+
+	proto = parse_eth(&cur, end, &eth);
+	if (proto < 0)
+		return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+	l3 = cur.pos;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct flow f = {};
+
+		if (parse_ipv4(&cur, end, &f) < 0)
+			return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+		return serve(ctx, eth, l3, cur, end, bytes, &f);
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct flow f = {};
+
+		if (parse_ipv6(&cur, end, &f) < 0)
+			return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
+		return serve(ctx, eth, l3, cur, end, bytes, &f);
+	}
+	return record(XDP_DR_STAT_PASS_NOT_IP, bytes, XDP_PASS);
 }
