@@ -1,4 +1,6 @@
-/* Seeded flow hash: a 32-bit multiply-rotate mix over the words of the tuple, same result on every node. */
+/* Seeded flow hash, same result on every node. The tuple goes in as 64-bit words, each XORed with the seed and
+ * multiplied by its own odd constant: the products do not depend on one another, so they run side by side instead
+ * of as one chain through every word, and a final mix spreads every input bit over the result. */
 #ifndef XDP_DR_HASH_H
 #define XDP_DR_HASH_H
 
@@ -8,31 +10,28 @@
 #define __always_inline inline __attribute__((always_inline))
 #endif
 
-static __always_inline __u32 rotl32(__u32 x, int r)
+/* One constant per word position, so that swapping two words changes the hash. */
+#define FLOW_HASH_K0 0x9e3779b97f4a7c15ULL
+#define FLOW_HASH_K1 0xc2b2ae3d27d4eb4fULL
+#define FLOW_HASH_K2 0x165667b19e3779f9ULL
+#define FLOW_HASH_K3 0x27d4eb2f165667c5ULL
+#define FLOW_HASH_K4 0xff51afd7ed558ccdULL
+#define FLOW_HASH_MIX 0xd6e8feb86659fd93ULL
+
+static __always_inline __u64 hash_word(__u64 w, __u64 seed, __u64 k)
 {
-	return (x << r) | (x >> (32 - r));
+	return (w ^ seed) * k;
 }
 
-static __always_inline __u32 mix_word(__u32 h, __u32 k)
+/* A product's high bits see all of its input but its low bits only the input's low bits: folding the halves
+ * before each multiply lets every bit reach the whole result. */
+static __always_inline __u32 hash_finish(__u64 h)
 {
-	k *= 0xcc9e2d51;
-	k = rotl32(k, 15);
-	k *= 0x1b873593;
-	h ^= k;
-	h = rotl32(h, 13);
-	return h * 5 + 0xe6546b64;
-}
-
-/* Final avalanche, so that nearby tuples land far apart in the table. */
-static __always_inline __u32 finish(__u32 h, __u32 len)
-{
-	h ^= len;
-	h ^= h >> 16;
-	h *= 0x85ebca6b;
-	h ^= h >> 13;
-	h *= 0xc2b2ae35;
-	h ^= h >> 16;
-	return h;
+	h ^= h >> 32;
+	h *= FLOW_HASH_MIX;
+	h ^= h >> 32;
+	h *= FLOW_HASH_MIX;
+	return h ^ (h >> 32);
 }
 
 /* Service index slot of a key, from its words as they sit in memory (little-endian loads, the port in network

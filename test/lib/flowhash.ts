@@ -2,24 +2,19 @@
 // oracle: the packet tests predict the backend of each flow with it and compare with what the program chose.
 import { ipToBytes } from '../../loader/src/packet';
 
-const rotl = (x: number, r: number) => ((x << r) | (x >>> (32 - r))) >>> 0;
+const M64 = (1n << 64n) - 1n;
+const K = [0x9e3779b97f4a7c15n, 0xc2b2ae3d27d4eb4fn, 0x165667b19e3779f9n, 0x27d4eb2f165667c5n];
+const K_PORTS = 0xff51afd7ed558ccdn;
+const MIX = 0xd6e8feb86659fd93n;
 
-function mixWord(h: number, k: number): number {
-  k = Math.imul(k, 0xcc9e2d51) >>> 0;
-  k = rotl(k, 15);
-  k = Math.imul(k, 0x1b873593) >>> 0;
-  h = (h ^ k) >>> 0;
-  h = rotl(h, 13);
-  return (Math.imul(h, 5) + 0xe6546b64) >>> 0;
-}
+const hashWord = (w: bigint, seed: bigint, k: bigint) => ((w ^ seed) * k) & M64;
 
-function finish(h: number, len: number): number {
-  h = (h ^ len) >>> 0;
-  h = (h ^ (h >>> 16)) >>> 0;
-  h = Math.imul(h, 0x85ebca6b) >>> 0;
-  h = (h ^ (h >>> 13)) >>> 0;
-  h = Math.imul(h, 0xc2b2ae35) >>> 0;
-  return (h ^ (h >>> 16)) >>> 0;
+function finish(h: bigint): number {
+  h ^= h >> 32n;
+  h = (h * MIX) & M64;
+  h ^= h >> 32n;
+  h = (h * MIX) & M64;
+  return Number((h ^ (h >> 32n)) & 0xffffffffn);
 }
 
 // The program reads addresses as they sit in memory: a little-endian load of network-order bytes.
@@ -35,20 +30,18 @@ export interface FlowTuple { src: string; dst: string; sport: number; dport: num
 export function flowHash(seed: number, f: FlowTuple, l3Only: boolean): number {
   const s = words(f.src);
   const d = words(f.dst);
-  let h = seed >>> 0;
-  for (let i = 0; i < s.length; i++) {
-    h = mixWord(h, s[i]);
-    h = mixWord(h, d[i]);
-  }
-  let len = s.length === 1 ? 8 : 32;
+  const seed64 = BigInt(seed >>> 0) * 0x100000001n;
+  const pair = (lo: number, hi: number) => BigInt(lo) | (BigInt(hi) << 32n);
+  let h = s.length === 1
+    ? hashWord(pair(s[0], d[0]), seed64, K[0])
+    : hashWord(pair(s[0], s[1]), seed64, K[0]) + hashWord(pair(s[2], s[3]), seed64, K[1]) +
+      hashWord(pair(d[0], d[1]), seed64, K[2]) + hashWord(pair(d[2], d[3]), seed64, K[3]);
   if (!l3Only) {
-    // Ports are loaded as network-order 16-bit values and combined as (sport << 16) | dport on a little-endian CPU.
+    // The ports as they sit in memory: network-order 16-bit values, sport first, read as one little-endian word.
     const swap = (p: number) => ((p & 0xff) << 8) | (p >>> 8);
-    h = mixWord(h, ((swap(f.sport) << 16) | swap(f.dport)) >>> 0);
-    h = mixWord(h, f.proto);
-    len += 8;
+    h += hashWord(pair((swap(f.sport) | (swap(f.dport) << 16)) >>> 0, f.proto), seed64, K_PORTS);
   }
-  return finish(h, len);
+  return finish(h & M64);
 }
 
 /** The table slot of a flow hash: hash * M / 2^32 (bpf/xdp_dr.bpf.c maglev_pick). */
