@@ -54,6 +54,12 @@ test('batch update and batch read of an array', async () => {
     const all = dp.backends.raw.lookupAll(333);
     assert.equal(all.count, 2 * dp.limits.maxBackends, 'one half per epoch');
     for (let i = 0; i < n; i++) assert.equal(dp.backends.lookup(i + 1)!.ifindex, 0xabc00000 + i);
+    // A range read starts where it is asked to, also past the first batch cursor.
+    for (const first of [0, 1, 500, dp.limits.maxBackends]) {
+      const part = dp.backends.all({ first, count: 300 });
+      assert.deepEqual(part.map(([k]) => k), Array.from({ length: 300 }, (_, i) => first + i));
+      for (const [k, v] of part) assert.equal(v.ifindex, k >= 1 && k <= n ? 0xabc00000 + k - 1 : 0);
+    }
   });
 });
 

@@ -264,8 +264,9 @@ export class Dataplane {
   /** The backend records of one epoch's half (nonzero ones), by backend id. */
   backendsOf(epoch = this.epochState().active): { infos: Map<number, BackendInfo>; metas: Map<number, BackendMeta> } {
     const n = this.limits.maxBackends;
-    const half = <V>(all: [number, V][]) => new Map(all.filter(([i]) => Math.floor(i / n) === epoch).map(([i, v]) => [i - epoch * n, v]));
-    return { infos: half(this.backends.all({ skipZero: true })), metas: half(this.backendMeta.all({ skipZero: true })) };
+    const range = { skipZero: true, first: epoch * n, count: n };
+    const half = <V>(all: [number, V][]) => new Map(all.map(([i, v]) => [i - epoch * n, v]));
+    return { infos: half(this.backends.all(range)), metas: half(this.backendMeta.all(range)) };
   }
 
   /**

@@ -142,6 +142,25 @@ export class RawMap {
     check(ret, 'bpf_map_delete_batch', `${this.what()}, ${n[0]} of ${count} keys deleted`);
   }
 
+  /**
+   * Reads indexes first..first+count-1 of an array map with one batch call: the batch cursor of an array is the
+   * last index read, so a read that starts at `first` passes first - 1.
+   */
+  lookupRange(first: number, count: number): { keys: Buffer; values: Buffer; count: number } {
+    let inBatch: Buffer | null = null;
+    if (first > 0) {
+      inBatch = Buffer.alloc(Math.max(8, this.info.keySize));
+      inBatch.writeUInt32LE(first - 1, 0);
+    }
+    const outBatch = Buffer.alloc(Math.max(8, this.info.keySize));
+    const keys = Buffer.alloc(count * this.info.keySize);
+    const values = Buffer.alloc(count * this.valueBytes);
+    const n = [count];
+    const ret = fn.bpf_map_lookup_batch(this.fd, inBatch, outBatch, keys, values, n, { sz: koffi.sizeof(BatchOpts), elem_flags: 0, flags: 0 });
+    if (ret < 0 && ret !== -ENOENT) check(ret, 'bpf_map_lookup_batch', this.what());
+    return { keys: keys.subarray(0, n[0] * this.info.keySize), values: values.subarray(0, n[0] * this.valueBytes), count: n[0] };
+  }
+
   /** Reads the whole map in batches; arrays and hashes alike. */
   lookupAll(chunk = 4096): { keys: Buffer; values: Buffer; count: number } {
     const ks: Buffer[] = [];
@@ -218,10 +237,12 @@ export class TypedMap<K, V> {
 
   /**
    * Every entry, read in batches (a few syscalls instead of two per key). Arrays have every index; skipZero
-   * leaves out the all-zero values (unused slots) before they are decoded.
+   * leaves out the all-zero values (unused slots) before they are decoded; first and count read only that range
+   * of an array.
    */
-  all(opts: { skipZero?: boolean } = {}): [K, V][] {
-    const { keys, values, count } = this.raw.lookupAll();
+  all(opts: { skipZero?: boolean; first?: number; count?: number } = {}): [K, V][] {
+    const { keys, values, count } =
+      opts.count === undefined ? this.raw.lookupAll() : this.raw.lookupRange(opts.first ?? 0, opts.count);
     const out: [K, V][] = [];
     const size = this.raw.valueBytes;
     for (let i = 0; i < count; i++) {
