@@ -114,6 +114,10 @@ static __always_inline struct backend_info *lookup_backend(__u32 id, __u32 epoch
 {
 	__u32 idx = id + (epoch ? MAX_BACKENDS : 0);
 
+	/* An id from a record of another build must not reach into the other half. */
+	if (id >= MAX_BACKENDS)
+		return NULL;
+
 	return bpf_map_lookup_elem(&backends, &idx);
 }
 

@@ -3,6 +3,7 @@
 // interface's index and MAC, and every backend here has its MAC given, so no neighbour lookup happens.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fork, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -276,5 +277,39 @@ test('killed at any point of an apply, the maps hold the old state or the new on
     }
     t.diagnostic(`outcomes: ${JSON.stringify(seen)}`);
     assert.ok(seen.old > 0 && seen.new > 0, 'kills landed before and after the switch');
+  });
+});
+
+test('one change at a time: a second process waits for the change lock, or gives up with a clear error', async () => {
+  const base = path.join('/sys/fs/bpf/xdp-dr', `lock-test-${process.pid}`);
+  const env = { ...process.env, XDP_DR_PIN_BASE: base };
+  const lock = path.join(__dirname, '../../loader/src/lb/lock.js');
+  // Another process takes the lock for 600 ms.
+  const holder = spawn(process.execPath, ['-e', `require(${JSON.stringify(lock)}).withChangeLock(() => { process.stdout.write('held\\n'); return new Promise((r) => setTimeout(r, 600)); })`], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve) => holder.stdout.on('data', (d) => /held/.test(String(d)) && resolve()));
+    process.env.XDP_DR_PIN_BASE = base;
+    const { withChangeLock } = await import('../../loader/src/lb/lock');
+    await assert.rejects(withChangeLock(() => 1, { timeoutMs: 100 }), /another xdp-dr process is changing the load balancers/);
+    const t0 = Date.now();
+    assert.equal(await withChangeLock(() => 2, { timeoutMs: 5000 }), 2);
+    assert.ok(Date.now() - t0 >= 300, 'it waited for the holder');
+  } finally {
+    delete process.env.XDP_DR_PIN_BASE;
+    holder.kill('SIGKILL');
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+});
+
+test('a service whose table maps were removed behind our back gets them again with its next change', async () => {
+  await withLb(async (dp, change) => {
+    await change([web([be(1), be(2)])]);
+    const [svc] = readState(dp).services;
+    dp.dropTables([2 * svc.id, 2 * svc.id + 1]);
+    assert.equal(readState(dp).services[0].hasTable, false);
+    assert.equal(forward(dp, '203.0.113.1', 4000).action, XDP_ACTION.PASS);
+    await change([web([be(1), be(2), be(3)])]);
+    assert.equal(readState(dp).services[0].hasTable, true);
+    assert.equal(forward(dp, '203.0.113.1', 4000).action, XDP_ACTION.TX);
   });
 });

@@ -10,6 +10,7 @@ import { rawFromState, RawConfig, RawService } from '../lb/desired';
 import { prepare, apply, Prepared } from '../lb/change';
 import { formatPlan, planIsEmpty } from '../lb/plan';
 import { Journal } from '../lb/apply';
+import { withChangeLock } from '../lb/lock';
 
 type Field = { safeParse(v: unknown): { success: true; data: unknown } | { success: false; error: { issues: { message: string }[] } } };
 
@@ -108,6 +109,10 @@ export function printPrepared(p: Prepared, dryRun: boolean): void {
 
 /** Edits the running config of one load balancer with `edit`, then applies the result as one transaction. */
 export async function changeRunning(opts: GlobalOptions, edit: (raw: RawConfig) => void): Promise<void> {
+  await withChangeLock(() => changeRunningLocked(opts, edit));
+}
+
+async function changeRunningLocked(opts: GlobalOptions, edit: (raw: RawConfig) => void): Promise<void> {
   const iface = chooseInterface(opts.lb);
   const dp = openLb(iface);
   try {

@@ -22,6 +22,7 @@ import { Metrics, BackendHealth } from '../metrics/metrics';
 import { logger } from '../log';
 import { macToString } from '../packet';
 import { UsageError } from '../errors';
+import { withChangeLock } from '../lb/lock';
 
 export interface DaemonOptions {
   configFile: string;
@@ -355,6 +356,16 @@ export class Daemon {
    * neighbours: MACs the survey has just read, so that they are not looked up twice.
    */
   private async reconcile(why: string, neighbours?: Map<string, MacAnswer>): Promise<boolean> {
+    try {
+      return await withChangeLock(() => this.reconcileLocked(why, neighbours));
+    } catch (e) {
+      this.metrics?.changes.inc({ result: 'failed' });
+      logger.error(`change (${why}) failed, nothing applied: ${(e as Error).message}`);
+      return false;
+    }
+  }
+
+  private async reconcileLocked(why: string, neighbours?: Map<string, MacAnswer>): Promise<boolean> {
     const journal = new Journal();
     const prepared: Prepared[] = [];
     try {

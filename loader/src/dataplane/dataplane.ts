@@ -1,6 +1,7 @@
 // The loaded XDP program and its maps, typed. Loading pins every map under one directory (one per interface),
 // so a later process (the CLI, a restarted daemon) opens the same state with Dataplane.open().
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import {
   BpfObject, Btf, RawMap, TypedMap, PerCpuMap, u32, u64, fn, check, MAP_TYPE, koffi, attachXdp, detachLink, XdpMode,
@@ -248,7 +249,22 @@ export class Dataplane {
    * run inside RCU read-side sections). After a switch, this is what makes the old half free to rewrite.
    */
   waitForReaders(): void {
-    membarrierGlobal();
+    // membarrier is refused under nohz_full, and skips the wait on a single CPU (unsafe where softirqs can be
+    // preempted, as on PREEMPT_RT); an update of a map-in-map always waits.
+    if (os.cpus().length > 1 && membarrierGlobal()) return;
+    const slot = this.tableSlots()[0];
+    if (slot !== undefined) {
+      const inner = this.innerMap(slot)!;
+      try {
+        this.rings.update(u32Key(slot), u32Key(inner.fd));
+      } finally {
+        inner.close();
+      }
+      return;
+    }
+    const spare = this.rings.info.maxEntries - 1;
+    this.ensureTables([spare]);
+    this.dropTables([spare]);
   }
 
   /** Index of a backend id in one epoch's half of `backends` and `backend_meta`. */
@@ -405,8 +421,9 @@ export class Dataplane {
   ensureTables(slots: number[]): number[] {
     const missing = [...new Set(slots)].filter((s) => !this.hasTableSlot(s));
     if (!missing.length) return [];
-    const maps = missing.map((s) => createRing(this.limits.tableSize, s >> 1));
+    const maps: RawMap[] = [];
     try {
+      for (const s of missing) maps.push(createRing(this.limits.tableSize, s >> 1));
       const keys = Buffer.alloc(4 * missing.length);
       const fds = Buffer.alloc(4 * missing.length);
       missing.forEach((s, i) => {
@@ -441,6 +458,8 @@ export class Dataplane {
     const live = this.liveTableSlot(serviceId);
     const slot = live === undefined ? 2 * serviceId : live ^ 1;
     this.ensureTables([slot]);
+    // The slot may have been live a moment ago, in the previous call.
+    if (live !== undefined) this.waitForReaders();
     this.writeTable(slot, table);
     for (const [key, info] of this.servicesOf()) if (info.id === serviceId) this.putService(key, { ...info, table: slot });
   }
@@ -457,9 +476,16 @@ export class Dataplane {
 
   /** The slots of `rings` that hold a table. */
   tableSlots(): number[] {
-    // A batch read of a map-in-map array answers with the slots that hold a map only.
-    const { keys, count } = this.rings.lookupAll();
-    return Array.from({ length: count }, (_, i) => keys.readUInt32LE(4 * i));
+    // A batch read of a map-in-map array answers with the slots that hold a map only (kernels before 6.14 stop
+    // at the first empty slot with EINTR instead: then one lookup per slot).
+    try {
+      const { keys, count } = this.rings.lookupAll();
+      return Array.from({ length: count }, (_, i) => keys.readUInt32LE(4 * i));
+    } catch {
+      const out: number[] = [];
+      for (let s = 0; s < this.rings.info.maxEntries; s++) if (this.hasTableSlot(s)) out.push(s);
+      return out;
+    }
   }
 
   /** Kernel id of the map in a table slot (for tests and diagnostics). */
@@ -535,12 +561,11 @@ const EMPTY_SLOT: ServiceSlot = { key: { addr: Buffer.alloc(16), port: 0, proto:
 export const ZERO_BACKEND: BackendInfo = { dst_mac: Buffer.alloc(6), src_mac: Buffer.alloc(6), ifindex: 0, gen: 0 };
 export const ZERO_META: BackendMeta = { addr: Buffer.alloc(16), service_id: 0, weight: 0, family: 0, flags: 0, reserved: 0 };
 
-/** membarrier(MEMBARRIER_CMD_GLOBAL): the kernel runs synchronize_rcu() for it. */
-function membarrierGlobal(): void {
+/** membarrier(MEMBARRIER_CMD_GLOBAL): the kernel runs synchronize_rcu() for it. False when refused. */
+function membarrierGlobal(): boolean {
   const nr = process.arch === 'arm64' ? 283 : 324;
   const MEMBARRIER_CMD_GLOBAL = 1;
-  if (Number(fn.syscall(nr, 'int', MEMBARRIER_CMD_GLOBAL, 'int', 0, 'int', 0)) !== 0)
-    throw new Error('membarrier(MEMBARRIER_CMD_GLOBAL) failed (a kernel with nohz_full refuses it): cannot wait for running programs');
+  return Number(fn.syscall(nr, 'int', MEMBARRIER_CMD_GLOBAL, 'int', 0, 'int', 0)) === 0;
 }
 
 function sameKey(a: ServiceKey, b: ServiceKey): boolean {

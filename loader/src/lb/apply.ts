@@ -85,6 +85,15 @@ export interface ApplyStats {
 export type WriteHook = (n: number, what: string) => void;
 
 export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal): ApplyStats {
+  try {
+    return applySteps(dp, plan, journal);
+  } catch (e) {
+    // Also what fails between writes: the journal may span other load balancers' changes made before this one.
+    throw journal.rollback(e, 'applying the change');
+  }
+}
+
+function applySteps(dp: Dataplane, plan: Plan, journal: Journal): ApplyStats {
   const start = journal.count;
   const from = plan.from;
   const live = from.epoch;
@@ -117,13 +126,15 @@ export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal): ApplySta
   if (plan.serviceWrites.some((w) => w.fresh))
     journal.run('VIP filter: add the new VIPs', () => dp.writeVipFilter([...liveKeys, ...nextKeys]), () => dp.writeVipFilter(liveKeys));
 
-  // A new service gets both its table maps now; a change writes the map its live record does not name.
+  // A new service gets both its table maps now; a change writes the map its live record does not name (made now
+  // if it is missing, as it is for a service whose tables were dropped by hand).
   const fresh = plan.serviceWrites.filter((w) => w.fresh);
-  if (fresh.length) {
+  const needed = [...fresh.flatMap((w) => [2 * w.id, 2 * w.id + 1]), ...plan.serviceWrites.filter((w) => w.table).map((w) => w.info.table)];
+  if (needed.some((slot) => !dp.hasTableSlot(slot))) {
     let added: number[] = [];
     journal.run(
-      `table maps of ${fresh.map((w) => w.name).join(', ')}`,
-      () => (added = dp.ensureTables(fresh.flatMap((w) => [2 * w.id, 2 * w.id + 1]))),
+      `table maps of ${plan.serviceWrites.filter((w) => w.fresh || w.table).map((w) => w.name).join(', ')}`,
+      () => (added = dp.ensureTables(needed)),
       () => dp.dropTables(added),
     );
   }
@@ -148,7 +159,12 @@ export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal): ApplySta
   journal.run(`switch to epoch ${next}`, () => {
     if (dp.epochState().active !== live) throw new Error('another process switched the load balancer during this change: plan it again');
     dp.setEpoch(next, 0);
-  }, () => dp.setEpoch(live, 0));
+  }, () => {
+    // Back to the old half, and no older inverse may run while a packet still reads the new one.
+    dp.setEpoch(live, 0);
+    dp.waitForReaders();
+    dp.setEpoch(live, 1);
+  });
   journal.run('wait for packets still reading the old half', () => {
     dp.waitForReaders();
     dp.setEpoch(next, 1);
@@ -162,17 +178,13 @@ export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal): ApplySta
   // Tables of removed services, and any that a change killed before its switch left behind.
   const used = new Set([...services.values()].flatMap(([, i]) => [2 * i.id, 2 * i.id + 1]));
   const unused = dp.tableSlots().filter((s) => !used.has(s));
-  if (unused.length) {
-    const slots = unused;
-    const tables = slots.map((s) => [s, dp.readTableSlot(s)!] as const);
-    journal.run(
-      `remove the tables no service uses (slots ${slots.join(', ')})`,
-      () => dp.dropTables(slots),
-      () => {
-        dp.ensureTables(slots);
-        for (const [s, t] of tables) dp.writeTable(s, t);
-      },
-    );
+  // One write each: a removal that fails part way must still undo the ones before it.
+  for (const slot of unused) {
+    const table = dp.readTableSlot(slot);
+    journal.run(`remove the table in slot ${slot}, which no service uses`, () => dp.dropTables([slot]), () => {
+      dp.ensureTables([slot]);
+      if (table) dp.writeTable(slot, table);
+    });
   }
   return { writes: journal.count - start, slotsWritten };
 }

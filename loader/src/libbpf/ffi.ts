@@ -168,6 +168,7 @@ export const fn = {
 
   close: libc.func('int close(int fd)'),
   syscall: libc.func('long syscall(long number, ...)'),
+  flock: libc.func('int flock(int fd, int operation)'),
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)'),
   if_nametoindex: libc.func('uint32_t if_nametoindex(const char *name)'),
   if_indextoname: libc.func('char *if_indextoname(uint32_t ifindex, _Out_ uint8_t *buf)'),

@@ -10,6 +10,7 @@ import { prepare, apply, Prepared } from '../../lb/change';
 import { Journal } from '../../lb/apply';
 import { planIsEmpty } from '../../lb/plan';
 import { examples, out, printPrepared } from '../common';
+import { withChangeLock } from '../../lb/lock';
 
 interface Opts {
   config: string;
@@ -27,47 +28,49 @@ export function applyCommand(): Command {
       .option('--dry-run', 'only show the difference')
       .action(async (o: Opts) => {
         const cfg: Config = loadConfigFile(o.config, { limits: objectLimits(ensureObject('xdp_dr')), interfaceExists });
-        const running = new Set(attachedInterfaces());
-        const journal = new Journal();
-        const lbs: { iface: string; dp: Dataplane }[] = [];
-        try {
-          for (const { name, mode } of cfg.interfaces) {
-            if (!running.has(name) && o.dryRun) {
-              out(`${name}: (dry run) + attach in ${mode} mode, hash seed ${cfg.hashSeed}`);
-              for (const s of cfg.services) out(`  + service ${serviceName(s)}  (${s.backends.length} backend(s))`);
-              continue;
-            }
-            // Pinned state of any build is taken as it is: a config change needs compatible maps, not the same object.
-            let got: ReturnType<typeof attach> | undefined;
-            journal.run(
-              `attach ${name}`,
-              () => {
-                got = attach(name, mode, cfg.hashSeed, { sameBuild: false });
-                if (got.attached) out(`${name}: attached in ${mode} mode, hash seed ${cfg.hashSeed}`);
-              },
-              () => {
-                if (got?.attached) {
-                  got.dp.close();
-                  detach(name);
-                }
-              },
-            );
-            lbs.push({ iface: name, dp: got!.dp });
-          }
-          const prepared: Prepared[] = [];
+        await withChangeLock(async () => {
+          const running = new Set(attachedInterfaces());
+          const journal = new Journal();
+          const lbs: { iface: string; dp: Dataplane }[] = [];
           try {
-            for (const lb of lbs) prepared.push(await prepare(lb, cfg.services));
-          } catch (e) {
-            throw journal.rollback(e, 'preparing the change');
+            for (const { name, mode } of cfg.interfaces) {
+              if (!running.has(name) && o.dryRun) {
+                out(`${name}: (dry run) + attach in ${mode} mode, hash seed ${cfg.hashSeed}`);
+                for (const s of cfg.services) out(`  + service ${serviceName(s)}  (${s.backends.length} backend(s))`);
+                continue;
+              }
+              // Pinned state of any build is taken as it is: a config change needs compatible maps, not the same object.
+              let got: ReturnType<typeof attach> | undefined;
+              journal.run(
+                `attach ${name}`,
+                () => {
+                  got = attach(name, mode, cfg.hashSeed, { sameBuild: false });
+                  if (got.attached) out(`${name}: attached in ${mode} mode, hash seed ${cfg.hashSeed}`);
+                },
+                () => {
+                  if (got?.attached) {
+                    got.dp.close();
+                    detach(name);
+                  }
+                },
+              );
+              lbs.push({ iface: name, dp: got!.dp });
+            }
+            const prepared: Prepared[] = [];
+            try {
+              for (const lb of lbs) prepared.push(await prepare(lb, cfg.services));
+            } catch (e) {
+              throw journal.rollback(e, 'preparing the change');
+            }
+            for (const p of prepared) printPrepared(p, !!o.dryRun);
+            if (!o.dryRun) for (const p of prepared) if (!planIsEmpty(p.plan)) apply(p, journal);
+            for (const other of running)
+              if (!cfg.interfaces.some((i) => i.name === other))
+                out(`note: xdp-dr also runs on ${other}, which ${o.config} does not list: left as it is ('xdp-dr detach ${other}' removes it)`);
+          } finally {
+            for (const lb of lbs) lb.dp.close();
           }
-          for (const p of prepared) printPrepared(p, !!o.dryRun);
-          if (!o.dryRun) for (const p of prepared) if (!planIsEmpty(p.plan)) apply(p, journal);
-          for (const other of running)
-            if (!cfg.interfaces.some((i) => i.name === other))
-              out(`note: xdp-dr also runs on ${other}, which ${o.config} does not list: left as it is ('xdp-dr detach ${other}' removes it)`);
-        } finally {
-          for (const lb of lbs) lb.dp.close();
-        }
+        });
       }),
     ['xdp-dr apply -c /etc/xdp-dr/lb.yaml --dry-run', 'xdp-dr apply -c /etc/xdp-dr/lb.yaml'],
   );

@@ -9,6 +9,7 @@ import { prepare, apply } from '../../lb/change';
 import { Journal } from '../../lb/apply';
 import { planIsEmpty } from '../../lb/plan';
 import { addLbOption, cliValue, examples, out, printPrepared } from '../common';
+import { withChangeLock } from '../../lb/lock';
 
 interface AttachOpts {
   mode?: string;
@@ -38,26 +39,28 @@ export function attachCommand(): Command {
           throw new UsageError(`--hash-seed ${seedOpt} contradicts hash_seed ${cfg.hashSeed} of ${o.config}: give one`);
         const seed = seedOpt ?? cfg?.hashSeed ?? 0;
 
-        const { dp, attached } = attach(iface, mode, seed);
-        try {
-          out(attached ? `attached xdp-dr to ${iface} (${mode} mode, hash seed ${seed})` : `${iface} already runs this build of xdp-dr: nothing to do`);
-          if (!cfg) return;
+        await withChangeLock(async () => {
+          const { dp, attached } = attach(iface, mode, seed);
           try {
-            const prepared = await prepare({ iface, dp }, cfg.services);
-            printPrepared(prepared, false);
-            if (!planIsEmpty(prepared.plan)) apply(prepared, new Journal());
-          } catch (e) {
-            // The services could not be applied: leave the NIC as it was before this command.
-            if (attached) {
-              dp.close();
-              detach(iface);
-              process.stderr.write(`xdp-dr: ${iface} detached again, as it was\n`);
+            out(attached ? `attached xdp-dr to ${iface} (${mode} mode, hash seed ${seed})` : `${iface} already runs this build of xdp-dr: nothing to do`);
+            if (!cfg) return;
+            try {
+              const prepared = await prepare({ iface, dp }, cfg.services);
+              printPrepared(prepared, false);
+              if (!planIsEmpty(prepared.plan)) apply(prepared, new Journal());
+            } catch (e) {
+              // The services could not be applied: leave the NIC as it was before this command.
+              if (attached) {
+                dp.close();
+                detach(iface);
+                process.stderr.write(`xdp-dr: ${iface} detached again, as it was\n`);
+              }
+              throw e;
             }
-            throw e;
+          } finally {
+            dp.close();
           }
-        } finally {
-          dp.close();
-        }
+        });
       }),
     ['xdp-dr attach eth0', 'xdp-dr attach eth0 -c /etc/xdp-dr/lb.yaml', 'xdp-dr attach veth0 --mode generic'],
   );
