@@ -6,22 +6,18 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ChildProcess } from 'node:child_process';
 import { BPFFS } from '../../loader/src/dataplane/dataplane';
 import { Topology, VIP4, VIP6, Host } from '../../loader/src/lab/topology';
+import { DaemonLab, Daemon, BOUND, CHECK, CHECK_YAML, logged as loggedIn, metric, until } from '../lib/daemonlab';
 
-const CLI = path.resolve(__dirname, '../../loader/src/cli/main.js');
-const CLIENT = path.resolve(__dirname, '../../loader/src/lab/client.js');
 const PIN_BASE = path.join(BPFFS, `xdp-dr-daemon-${process.pid}`);
 const topo = new Topology(`d${process.pid}`);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xdp-dr-daemon-'));
 const CONFIG = path.join(dir, 'lb.yaml');
-const METRICS = '127.0.0.1:9642';
-const CHECK = { intervalMs: 400, timeoutMs: 300, rise: 2, fall: 2 };
-let clientPort = 20000;
-let daemon: { child: ChildProcess; log: string[] } | undefined;
+const lab = new DaemonLab(topo, PIN_BASE, CONFIG);
+let daemon: Daemon | undefined;
 
-const timing = `      interval: ${CHECK.intervalMs}ms\n      timeout: ${CHECK.timeoutMs}ms\n      rise: ${CHECK.rise}\n      fall: ${CHECK.fall}\n`;
+const timing = CHECK_YAML;
 const config = (weights: number[] = [1, 1, 1]) =>
   `interfaces:\n  - name: eth0\nservices:\n  - vip: ${VIP4}\n    port: 80\n    protocol: tcp\n` +
   `    health_check:\n      type: http\n      path: /\n${timing}    backends:\n` +
@@ -30,82 +26,18 @@ const config = (weights: number[] = [1, 1, 1]) =>
   `  - vip: ${VIP6}\n    port: 80\n    protocol: tcp\n    health_check:\n      type: tcp\n      target: vip\n${timing}    backends:\n` +
   topo.realServers.map((r) => `      - address: ${r.ip6}\n`).join('');
 
-function cli(h: Host, ...args: string[]): string {
-  process.env.XDP_DR_PIN_BASE = PIN_BASE;
-  return topo.exec(h.ns, process.execPath, [CLI, ...args]);
-}
-
-function connect(n: number): { counts: Record<string, number>; errors: string[] } {
-  const out = JSON.parse(topo.exec(topo.client.ns, process.execPath, [CLIENT, VIP4, String(n), String(clientPort), '16']));
-  clientPort += n;
-  return out;
-}
-
-/** Starts the daemon in the LB namespace; resolves when it says it runs. */
-async function startDaemon(...extra: string[]): Promise<{ child: ChildProcess; log: string[] }> {
-  process.env.XDP_DR_PIN_BASE = PIN_BASE;
-  const child = topo.spawn(topo.lb.ns, process.execPath, [
-    CLI, 'run', '-c', CONFIG, '--metrics-address', METRICS, '--log-format', 'json', '--survey-interval', '300', ...extra,
-  ]);
-  const log: string[] = [];
-  if (process.env.DAEMON_LOG) child.stderr!.on('data', (d) => fs.appendFileSync(process.env.DAEMON_LOG!, d));
-  child.on('exit', (c, s) => process.env.DAEMON_LOG && fs.appendFileSync(process.env.DAEMON_LOG, `EXIT ${c} ${s}\n`));
-  let buf = '';
-  child.stderr!.on('data', (d) => {
-    buf += d;
-    const lines = buf.split('\n');
-    buf = lines.pop()!;
-    log.push(...lines);
-  });
-  await until(() => log.some((l) => JSON.parse(l).msg === 'running'), 10_000, () => `daemon did not start: ${log.join('\n')}`);
-  return { child, log };
-}
-
-async function until(cond: () => boolean, ms: number, what: () => string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(what());
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function scrape(): string {
-  const js = `require('http').get('http://${METRICS}/metrics',r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>process.stdout.write(b))})`;
-  return topo.exec(topo.lb.ns, process.execPath, ['-e', js]);
-}
-
-function metric(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.split(' ').pop());
-  }
-  return undefined;
-}
-
-function logged(msg: RegExp): Record<string, unknown> | undefined {
-  for (const l of daemon!.log) {
-    const j = JSON.parse(l);
-    if (msg.test(j.msg)) return j;
-  }
-  return undefined;
-}
-
-// A stuck step fails its test instead of holding up the whole run.
-const BOUND = { timeout: 90_000 };
+const cli = (h: Host, ...args: string[]) => lab.cli(h, ...args);
+const connect = (n: number) => lab.connect(VIP4, n);
+const SURVEY_MS = 300;
+const startDaemon = (...extra: string[]) => lab.startDaemon(SURVEY_MS, ...extra);
+const scrape = () => lab.scrape();
+const logged = (msg: RegExp) => loggedIn(daemon!, msg);
 
 before(async () => {
-  topo.create();
-  for (const rs of topo.realServers) cli(rs, 'realserver', 'setup', '--vip', VIP4, '--vip', VIP6);
-  await topo.startHttpServers();
-  fs.writeFileSync(CONFIG, config());
-  daemon = await startDaemon();
+  daemon = await lab.setUp(config(), SURVEY_MS);
 });
 
-after(() => {
-  topo.destroy();
-  fs.rmSync(PIN_BASE, { recursive: true, force: true });
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+after(() => lab.tearDown());
 
 test('every log line is JSON with time, level and msg', BOUND, () => {
   for (const l of daemon!.log) {

@@ -6,23 +6,19 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ChildProcess } from 'node:child_process';
 import { BPFFS } from '../../loader/src/dataplane/dataplane';
 import { Topology, VIP4, VIP6, Host } from '../../loader/src/lab/topology';
+import { DaemonLab, Daemon, BOUND, CHECK, CHECK_YAML, logged as loggedIn, metric as metricIn, until } from '../lib/daemonlab';
 
-const CLI = path.resolve(__dirname, '../../loader/src/cli/main.js');
-const CLIENT = path.resolve(__dirname, '../../loader/src/lab/client.js');
 const PIN_BASE = path.join(BPFFS, `xdp-dr-mac-${process.pid}`);
 const topo = new Topology(`m${process.pid}`);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xdp-dr-mac-'));
 const CONFIG = path.join(dir, 'lb.yaml');
-const METRICS = '127.0.0.1:9642'; // inside the load balancer's namespace
-const CHECK = { intervalMs: 400, timeoutMs: 300, rise: 2, fall: 2 };
+const lab = new DaemonLab(topo, PIN_BASE, CONFIG);
 const SURVEY_MS = 300;
-let clientPort = 20000;
-let daemon: { child: ChildProcess; log: string[] } | undefined;
+let daemon: Daemon | undefined;
 
-const timing = `      interval: ${CHECK.intervalMs}ms\n      timeout: ${CHECK.timeoutMs}ms\n      rise: ${CHECK.rise}\n      fall: ${CHECK.fall}\n`;
+const timing = CHECK_YAML;
 /** givenMac4: MACs the operator gives for IPv4 backends (index -> MAC); check6: whether the IPv6 service is checked. */
 const config = (givenMac4: Record<number, string> = {}, check6 = true) =>
   `interfaces:\n  - name: eth0\nservices:\n  - vip: ${VIP4}\n    port: 80\n    protocol: tcp\n` +
@@ -33,41 +29,10 @@ const config = (givenMac4: Record<number, string> = {}, check6 = true) =>
   (check6 ? `    health_check:\n      type: tcp\n      target: vip\n${timing}` : '') + '    backends:\n' +
   topo.realServers.map((r) => `      - address: ${r.ip6}\n`).join('');
 
-function cli(h: Host, ...args: string[]): string {
-  process.env.XDP_DR_PIN_BASE = PIN_BASE;
-  return topo.exec(h.ns, process.execPath, [CLI, ...args]);
-}
-
-function connect(vip: string, n: number): { counts: Record<string, number>; errors: string[] } {
-  const out = JSON.parse(topo.exec(topo.client.ns, process.execPath, [CLIENT, vip, String(n), String(clientPort), '16']));
-  clientPort += n;
-  return out;
-}
-
-async function until(cond: () => boolean, ms: number, what: () => string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(what());
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function logged(msg: RegExp): Record<string, unknown> | undefined {
-  for (const l of daemon!.log) {
-    const j = JSON.parse(l);
-    if (msg.test(j.msg)) return j;
-  }
-  return undefined;
-}
-
-function metric(name: string, labels: Record<string, string>): number | undefined {
-  const js = `require('http').get('http://${METRICS}/metrics',r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>process.stdout.write(b))})`;
-  for (const line of topo.exec(topo.lb.ns, process.execPath, ['-e', js]).split('\n')) {
-    if (!line.startsWith(name + '{')) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.split(' ').pop());
-  }
-  return undefined;
-}
+const cli = (h: Host, ...args: string[]) => lab.cli(h, ...args);
+const connect = (vip: string, n: number) => lab.connect(vip, n);
+const logged = (msg: RegExp) => loggedIn(daemon!, msg);
+const metric = (name: string, labels: Record<string, string>) => metricIn(lab.scrape(), name, labels);
 
 /** The backend records in the maps, by address: their MAC and where it came from. */
 function records(): Map<string, { mac: string; source: string }> {
@@ -95,23 +60,6 @@ function changeMac(h: Host, mac: string): void {
   topo.exec(h.ns, 'ip', ['addr', 'replace', `${h.ip6}/64`, 'dev', 'eth0', 'nodad']);
 }
 
-async function startDaemon(): Promise<{ child: ChildProcess; log: string[] }> {
-  process.env.XDP_DR_PIN_BASE = PIN_BASE;
-  const child = topo.spawn(topo.lb.ns, process.execPath, [
-    CLI, 'run', '-c', CONFIG, '--metrics-address', METRICS, '--log-format', 'json', '--survey-interval', String(SURVEY_MS),
-  ]);
-  const log: string[] = [];
-  if (process.env.DAEMON_LOG) child.stderr!.on('data', (d) => fs.appendFileSync(process.env.DAEMON_LOG!, d));
-  let buf = '';
-  child.stderr!.on('data', (d) => {
-    buf += d;
-    const lines = buf.split('\n');
-    buf = lines.pop()!;
-    log.push(...lines);
-  });
-  await until(() => log.some((l) => JSON.parse(l).msg === 'running'), 10_000, () => `daemon did not start: ${log.join('\n')}`);
-  return { child, log };
-}
 
 /**
  * Polls the backend records until every address holds newMac or the deadline passes. goneBy: the first poll
@@ -147,23 +95,12 @@ const allServe = (vip: string) => {
   return r.errors.length === 0 && Object.keys(r.counts).length === topo.realServers.length;
 };
 
-// A stuck step fails its test instead of holding up the whole run.
-const BOUND = { timeout: 90_000 };
-
 before(async () => {
-  topo.create();
-  for (const rs of topo.realServers) cli(rs, 'realserver', 'setup', '--vip', VIP4, '--vip', VIP6);
-  await topo.startHttpServers();
-  fs.writeFileSync(CONFIG, config());
-  daemon = await startDaemon();
+  daemon = await lab.setUp(config(), SURVEY_MS);
   await until(() => allServe(VIP4) && allServe(VIP6), 15_000, () => 'not every real server serves both VIPs');
 });
 
-after(() => {
-  topo.destroy();
-  fs.rmSync(PIN_BASE, { recursive: true, force: true });
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+after(() => lab.tearDown());
 
 test('a real server\'s new MAC is in the maps within the bound and new connections reach it again, IPv4 and IPv6', BOUND, async () => {
   const rs = topo.realServers[0];
