@@ -71,8 +71,8 @@ export function detachCommand(): Command {
     new Command('detach')
       .description('detach the program from a NIC and remove its pinned state; VIP traffic then goes to the kernel')
       .argument('<iface>', 'the NIC')
-      .action((iface: string) => {
-        if (!detach(iface)) throw new UsageError(`xdp-dr is not attached to ${iface}: nothing to detach`);
+      .action(async (iface: string) => {
+        if (!(await withChangeLock(() => detach(iface)))) throw new UsageError(`xdp-dr is not attached to ${iface}: nothing to detach`);
         out(`detached xdp-dr from ${iface}`);
       }),
     ['xdp-dr detach eth0'],

@@ -4,6 +4,7 @@ import { ensureObject, BuildOptions } from '../../dataplane/build';
 import { UsageError } from '../../errors';
 import { chooseInterface, upgrade } from '../../lb/instance';
 import { examples, out } from '../common';
+import { withChangeLock } from '../../lb/lock';
 
 interface Opts {
   lb?: string;
@@ -22,7 +23,7 @@ export function upgradeCommand(): Command {
       )
       .option('--lb <iface>', 'the interface whose load balancer to upgrade (needed when xdp-dr runs on several)')
       .option('-D, --define <NAME=VALUE>', 'build option for the new program, e.g. CONN_IDLE_TIMEOUT_S=300 (repeatable)', collect, [])
-      .action((o: Opts) => {
+      .action(async (o: Opts) => {
         const defines: Record<string, number> = {};
         for (const d of o.define) {
           const m = /^([A-Z_]+)=(\d+)$/.exec(d);
@@ -36,7 +37,7 @@ export function upgradeCommand(): Command {
         } catch (e) {
           throw new UsageError((e as Error).message);
         }
-        const r = upgrade(iface, objPath);
+        const r = await withChangeLock(() => upgrade(iface, objPath));
         out(r.upgraded ? `${iface}: build ${r.from.slice(0, 12)} replaced by ${r.to.slice(0, 12)}, maps kept` : `${iface} already runs build ${r.to.slice(0, 12)}: nothing to do`);
       }),
     ['xdp-dr upgrade', 'xdp-dr upgrade --lb eth0 -D CONN_IDLE_TIMEOUT_S=300'],
