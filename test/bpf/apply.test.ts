@@ -15,7 +15,7 @@ import { planIsEmpty } from '../../loader/src/lb/plan';
 import { readState } from '../../loader/src/lb/state';
 import { buildMaglevTable } from '../../loader/src/maglev';
 import { buildFrame, macToString } from '../../loader/src/packet';
-import { withLb, servicesOf, stateDigest, snapshot, delta } from '../lib/dataplane';
+import { withLb, servicesOf, stateDigest, snapshot, delta, quiesce } from '../lib/dataplane';
 import type { RawService } from '../../loader/src/lb/desired';
 
 const mac = (n: number) => `02:00:00:00:00:${n.toString(16).padStart(2, '0')}`;
@@ -117,6 +117,7 @@ test('a write that fails at any point rolls every earlier write back: the maps a
     const writes = await applyCount(dp, target);
     assert.ok(writes >= 8, `a change of this size takes several writes (${writes})`);
     for (let k = 0; k < writes; k++) {
+      quiesce(dp);
       await assert.rejects(change(target, k), (e: unknown) => e instanceof ApplyError && /injected fault/.test(e.message) && /undone/.test(e.message));
       assert.deepEqual(stateDigest(dp), before, `after a failure before write ${k}`);
       assert.deepEqual(probe(), flows, `flows after a failure before write ${k}`);
@@ -132,6 +133,7 @@ test('a write that fails at any point rolls every earlier write back: the maps a
   /** Applies the change in full to count its writes, then undoes it through the journal. */
   async function applyCount(dp: Dataplane, s: RawService[]): Promise<number> {
     const before = stateDigest(dp);
+    quiesce(dp);
     const j = new Journal();
     apply(await prepare({ iface: 'lo', dp }, servicesOf(s)), j);
     j.rollback(new Error('counting only'), 'count');
@@ -238,6 +240,7 @@ test('killed at any point of an apply, the maps hold the old state or the new on
     ];
     await change(start);
     const old = observe(dp);
+    quiesce(dp);
     const full = await applyInChild(dp.pinDir, target);
     const neu = observe(dp);
     assert.notDeepEqual(neu, old);
@@ -258,6 +261,7 @@ test('killed at any point of an apply, the maps hold the old state or the new on
     };
     await change(start);
     for (let k = 0; k < writes; k++) {
+      quiesce(dp);
       const r = await applyInChild(dp.pinDir, target, { stopAt: k });
       assert.ok(r.killedAt?.startsWith(`write ${k} `), `killed at write ${k}: ${JSON.stringify(r)}`);
       const which = await check(`killed before write ${k} (${r.killedAt})`);

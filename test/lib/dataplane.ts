@@ -121,6 +121,15 @@ export function stateDigest(dp: Dataplane, opts: { withTableIds?: boolean } = {}
   return digest;
 }
 
+/**
+ * A load balancer with no change in its last grace period, as one is between changes seconds apart: the next change
+ * then takes the same writes every time (right after a change it first waits for packets still reading).
+ */
+export function quiesce(dp: Dataplane): void {
+  dp.waitForReaders();
+  dp.setEpoch(dp.epochState().active, 1);
+}
+
 /** Services as the control plane takes them (the config file's shape), checked by the config rules. */
 export function servicesOf(list: RawService[], hashSeed = 7): Service[] {
   return validateConfig({ hash_seed: hashSeed, interfaces: [{ name: 'lo', mode: 'native' }], services: list }).services;

@@ -103,7 +103,9 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
         if (switching && Number.isNaN(switched)) switched = ms(t0);
         switching = what.startsWith('switch to epoch');
       }));
-      return { total: ms(t0), plan: planned, apply: ms(t1), slots: st.slotsWritten, switched };
+      // A change with nothing to clean up returns right after its switch.
+      const total = ms(t0);
+      return { total, plan: planned, apply: ms(t1), slots: st.slotsWritten, switched: Number.isNaN(switched) ? total : switched };
     };
     const M = dp.limits.tableSize;
 
@@ -117,8 +119,15 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
     // One full table rewrite: 10 backends replaced by 10 never seen before, so every slot changes.
     await change([service(0, 10)]);
     const full: Change[] = [];
+    const backToBack: Change[] = [];
     for (let r = 0; r < o.runs; r++) {
-      full.push(await change([service(0, 10, 20 * (r + 1))]));
+      // At a quiet load balancer (no change within the last grace period), as changes seconds apart find it; then
+      // one right after it, which first waits for packets still reading the half it is about to write.
+      dp.waitForReaders();
+      dp.setEpoch(dp.epochState().active, 1);
+      // Two disjoint sets of 10 in turn: every slot changes each time.
+      full.push(await change([service(0, 10, 100)]));
+      backToBack.push(await change([service(0, 10, 120)]));
       // What the plan and the writes are made of: reading the maps back, the interface lookup (an `ip` process),
       // and one wait for an RCU grace period (a change waits once, after the switch).
       let t = process.hrtime.bigint();
@@ -142,22 +151,21 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
       plan_ms: median(xs.map((x) => x.plan)), writes_ms: median(xs.map((x) => x.apply)), slots_written: median(xs.map((x) => x.slots)),
       runs: xs.length, runs_ms: xs.map((x) => x.total), switched_ms: median(xs.map((x) => x.switched)),
     });
-    const whole = result(`one ${M}-slot table, every slot to a new backend (plan + writes)`, median(full.map((f) => f.total)), 'ms',
+    const whole = result(`one ${M}-slot table, every slot to a new backend, at a quiet load balancer (plan + writes)`, median(full.map((f) => f.total)), 'ms',
       { ...figures(full), table_size: M }, { name: `bare batch write of ${M} slots`, value: median(ref) });
     const part = (k: keyof Parts) => median(parts.map((x) => x[k]));
     const plan = median(full.map((f) => f.plan));
     results.push(
-      result(`one ${M}-slot table, every slot to a new backend: live for packets (plan + writes up to the switch)`,
-        median(full.map((f) => f.switched)), 'ms', { table_size: M, runs_ms: full.map((f) => f.switched) },
-        { name: `bare batch write of ${M} slots`, value: median(ref) }),
       whole,
       result('  plan: read state, interface lookup, Maglev build, diff', plan, 'ms',
         { read_state_ms: part('state'), interface_lookup_ms: part('link'), rest_ms: plan - part('state') - part('link') },
         { name: 'read state + interface lookup, timed alone', value: part('state') + part('link') }),
-      result('  writes: the table, the other half, the switch, a grace period, clean-up', median(full.map((f) => f.apply)), 'ms', {},
-        { name: 'one RCU grace period alone (membarrier)', value: part('grace') }),
+      result('  writes: the table, the other half, the switch (and a grace period and clean-up, when there is any)',
+        median(full.map((f) => f.apply)), 'ms', {}, { name: 'one RCU grace period alone (membarrier)', value: part('grace') }),
+      result('the same change right after another one (it waits one grace period first)', median(backToBack.map((f) => f.total)), 'ms',
+        { ...figures(backToBack), table_size: M }, { name: 'one RCU grace period alone (membarrier)', value: part('grace') }),
     );
-    o.log?.(`  ${whole.name}: ${whole.value!.toFixed(1)} ms, live after ${median(full.map((f) => f.switched)).toFixed(1)} ms`);
+    o.log?.(`  ${whole.name}: ${whole.value!.toFixed(1)} ms, live for packets after ${median(full.map((f) => f.switched)).toFixed(1)} ms`);
 
     // 100 services of 10 backends: created from nothing, then one backend added to each.
     const create: Change[] = [];

@@ -314,14 +314,16 @@ export class Dataplane {
     this.serviceIndex.updateRange(epoch << bits, 1 << bits, (i) => slots.get(i - (epoch << bits)));
   }
 
-  /** Sets exactly these bits in vip_filter (one batch write of the whole filter). */
+  /** Sets exactly the bits of these keys in vip_filter (one batch write of the whole filter). */
   writeVipFilter(keys: ServiceKey[]): void {
-    const words = new Map<number, bigint>();
-    for (const k of keys) {
-      const { word, bit } = vipFilterSlot(k.addr, k.family);
-      words.set(word, (words.get(word) ?? 0n) | bit);
-    }
+    const words = vipFilterWords(keys);
     this.vipFilter.updateRange(0, this.vipFilter.raw.info.maxEntries, (w) => words.get(w));
+  }
+
+  /** Whether vip_filter has bits that none of these keys needs (left by a change killed or undone part way). */
+  vipFilterHasMore(keys: ServiceKey[]): boolean {
+    const words = vipFilterWords(keys);
+    return this.vipFilter.all({ skipZero: true }).some(([w, bits]) => (bits & ~(words.get(w) ?? 0n)) !== 0n);
   }
 
   // Direct edits of the active half, one map write at a time: for tests, the benchmark and the fuzzer. The
@@ -546,6 +548,15 @@ export function objectLimits(objPath: string): Limits {
 /** Identifies a build: two attaches of the same object are the same load balancer. */
 export function buildId(objPath: string): Buffer {
   return createHash('sha256').update(fs.readFileSync(objPath)).digest();
+}
+
+function vipFilterWords(keys: ServiceKey[]): Map<number, bigint> {
+  const words = new Map<number, bigint>();
+  for (const k of keys) {
+    const { word, bit } = vipFilterSlot(k.addr, k.family);
+    words.set(word, (words.get(word) ?? 0n) | bit);
+  }
+  return words;
 }
 
 /** The vip_filter bit of an address: its low 16 bits, as the program reads them (bpf/xdp_dr.bpf.c maybe_vip). */

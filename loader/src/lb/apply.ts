@@ -165,19 +165,22 @@ function applySteps(dp: Dataplane, plan: Plan, journal: Journal): ApplyStats {
     dp.waitForReaders();
     dp.setEpoch(live, 1);
   });
+
+  // Narrow what was widened for the switch, and free what no record names any more: the tables of removed services
+  // and any that a change killed before its switch left behind. Only once no packet reads the old half; a change
+  // with nothing to narrow or free returns at the switch, and the next change waits first if it comes too soon.
+  const used = new Set([...services.values()].flatMap(([, i]) => [2 * i.id, 2 * i.id + 1]));
+  const unused = dp.tableSlots().filter((s) => !used.has(s));
+  const narrowVips = dp.vipFilterHasMore(nextKeys);
+  if (!narrowVips && !plan.txRemove.length && !unused.length) return { writes: journal.count - start, slotsWritten };
   journal.run('wait for packets still reading the old half', () => {
     dp.waitForReaders();
     dp.setEpoch(next, 1);
   }, () => {});
-
-  // Narrow what was widened for the switch, and free what no record names any more.
-  if (plan.serviceDeletes.length || plan.serviceWrites.some((w) => w.fresh))
+  if (narrowVips)
     journal.run('VIP filter: only the VIPs in use', () => dp.writeVipFilter(nextKeys), () => dp.writeVipFilter([...liveKeys, ...nextKeys]));
   for (const ifindex of plan.txRemove)
     journal.run(`tx_ports remove ${ifindex}`, () => dp.txPorts.delete(ifindex), () => dp.txPorts.update(ifindex, ifindex));
-  // Tables of removed services, and any that a change killed before its switch left behind.
-  const used = new Set([...services.values()].flatMap(([, i]) => [2 * i.id, 2 * i.id + 1]));
-  const unused = dp.tableSlots().filter((s) => !used.has(s));
   // One write each: a removal that fails part way must still undo the ones before it.
   for (const slot of unused) {
     const table = dp.readTableSlot(slot);
