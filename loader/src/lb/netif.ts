@@ -335,5 +335,10 @@ export async function confirmNeighbours(reqs: MacRequest[]): Promise<void> {
     if (n?.lladdr && n.state?.some((s) => CONFIRMABLE.has(s)) && (n.confirmed ?? 1) >= 1) due.push({ address, dev });
   }
   // `change` never creates an entry; the lladdr stays, only the state moves (the kernel resets its probe count).
-  await eachLimit(due, async ({ address, dev }) => void (await ipAsync(['neigh', 'change', address, 'dev', dev, 'nud', 'probe'])));
+  // One `ip -batch` for all of them: a survey every few seconds must not fork a process per real server.
+  if (!due.length) return;
+  await new Promise<void>((resolve) => {
+    const child = execFile('ip', ['-force', '-batch', '-'], { timeout: IP_TIMEOUT_MS }, () => resolve());
+    child.stdin?.end(due.map(({ address, dev }) => `neigh change ${address} dev ${dev} nud probe\n`).join(''));
+  });
 }
