@@ -66,7 +66,7 @@ test('backends added and removed while packets stream: every packet finds a back
       }
       child.send('stop');
       const report = await new Promise<{ actions: Record<string, number>; rounds: number }>((res) => child.on('message', (m) => res(m as never)));
-      t.diagnostic(`${changes} table swaps while the other process sent ${JSON.stringify(report.actions)}`);
+      t.diagnostic(`${changes} table changes while the other process sent ${JSON.stringify(report.actions)}`);
       assert.deepEqual(Object.keys(report.actions), ['XDP_TX'], 'every streamed packet was forwarded');
       const moved = delta(before.stats, snapshot(dp).stats);
       assert.deepEqual([...moved.keys()], [dp.statIds.get('TX')], 'no packet was counted as passed or dropped');

@@ -129,7 +129,7 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
       full.push(await change([service(0, 10, 100)]));
       backToBack.push(await change([service(0, 10, 120)]));
       // What the plan and the writes are made of: reading the maps back, the interface lookup (an `ip` process),
-      // and one wait for an RCU grace period (a change waits once, after the switch).
+      // and one wait for an RCU grace period (what a change right after another one, or one with clean-up, waits).
       let t = process.hrtime.bigint();
       readState(dp);
       const state = ms(t);
