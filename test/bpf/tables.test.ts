@@ -75,3 +75,18 @@ test('backends added and removed while packets stream: every packet finds a back
     }
   });
 });
+
+test('waiting for running programs without membarrier: a map-in-map update, which changes no table', async () => {
+  await withDataplane((dp) => {
+    // No table yet: a spare slot gets one for the wait and loses it again.
+    dp.waitByMapUpdate();
+    assert.deepEqual(dp.tableSlots(), []);
+    const t = table(backends, dp.limits.tableSize);
+    installService(dp, { id: 1, vip: '10.0.0.1', port: 80, proto: 'tcp', backends });
+    const before = dp.tableMapId(2);
+    dp.waitByMapUpdate();
+    assert.deepEqual(dp.tableSlots(), [2]);
+    assert.equal(dp.tableMapId(2), before);
+    assert.deepEqual(dp.readTable(1), t);
+  });
+});

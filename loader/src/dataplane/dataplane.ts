@@ -252,6 +252,11 @@ export class Dataplane {
     // membarrier is refused under nohz_full, and skips the wait on a single CPU (unsafe where softirqs can be
     // preempted, as on PREEMPT_RT); an update of a map-in-map always waits.
     if (os.cpus().length > 1 && membarrierGlobal()) return;
+    this.waitByMapUpdate();
+  }
+
+  /** The kernel waits for a grace period in every update of a map-in-map: rewrite a table slot with what it holds. */
+  waitByMapUpdate(): void {
     const slot = this.tableSlots()[0];
     if (slot !== undefined) {
       const inner = this.innerMap(slot)!;
