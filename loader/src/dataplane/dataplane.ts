@@ -573,9 +573,10 @@ export function vipFilterSlot(addr: Buffer, family: number): { word: number; bit
 
 /** XDP_DR_STAT_PASS_NO_SERVICE -> PASS_NO_SERVICE; the _MAX sentinel is not a counter. */
 const OVERFLOW = SERVICE_SLOT_FLAG.SERVICE_SLOT_F_OVERFLOW;
-const EMPTY_SLOT: ServiceSlot = { key: { addr: Buffer.alloc(16), port: 0, proto: 0, family: 0 }, info: { id: 0, flags: 0, table: 0 }, flags: 0 };
-export const ZERO_BACKEND: BackendInfo = { dst_mac: Buffer.alloc(6), src_mac: Buffer.alloc(6), ifindex: 0, gen: 0 };
-export const ZERO_META: BackendMeta = { addr: Buffer.alloc(16), service_id: 0, weight: 0, family: 0, flags: 0, reserved: 0 };
+// Empty records, decoded from zeros by the BTF-checked codecs rather than spelt out field by field.
+const EMPTY_SLOT: ServiceSlot = serviceSlot.decode(Buffer.alloc(serviceSlot.size), 0);
+export const ZERO_BACKEND: BackendInfo = backendInfo.decode(Buffer.alloc(backendInfo.size), 0);
+export const ZERO_META: BackendMeta = backendMeta.decode(Buffer.alloc(backendMeta.size), 0);
 
 /** membarrier(MEMBARRIER_CMD_GLOBAL): the kernel runs synchronize_rcu() for it. False when refused. */
 function membarrierGlobal(): boolean {

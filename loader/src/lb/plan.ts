@@ -81,7 +81,6 @@ export interface Plan {
   disruption: { name: string; slots: number; of: number }[];
 }
 
-const ZERO_INFO = ZERO_BACKEND;
 
 export function planChange(input: PlanInput): Plan {
   const { dp, state, ingress, egress, services, macs } = input;
@@ -103,7 +102,7 @@ export function planChange(input: PlanInput): Plan {
   for (const id of state.orphanBackends) backendIds.hold(id);
 
   // The records readState already read: what each write compares with and what its undo restores.
-  const before = (id: number) => ({ info: state.records.get(id)?.info ?? ZERO_INFO, meta: state.records.get(id)?.meta ?? ZERO_META });
+  const before = (id: number) => ({ info: state.records.get(id)?.info ?? ZERO_BACKEND, meta: state.records.get(id)?.meta ?? ZERO_META });
 
   for (const [name, cur] of running) {
     if (wanted.has(name)) continue;
