@@ -1,6 +1,9 @@
-/* Seeded flow hash, same result on every node. The tuple goes in as 64-bit words, each XORed with the seed and
- * multiplied by its own odd constant: the products do not depend on one another, so they run side by side instead
- * of as one chain through every word, and a final mix spreads every input bit over the result. */
+/* Seeded flow hash, same result on every node: 64-bit words of the tuple, each XORed with the seed and multiplied
+ * by its own odd constant, summed; the hash is the top half of the sum. Bit i of a product depends on input bits
+ * 0..i, so the top half sees every input bit, and the table slot (hash * M >> 32) is taken from the top of that.
+ * One multiply for IPv4: the fast path is measured in nanoseconds, and a final mix cost a quarter of its time.
+ * Within a service the destination address and protocol are fixed, so the 5-tuple hash takes the source address
+ * and both ports; the L3 hash takes both addresses. */
 #ifndef XDP_DR_HASH_H
 #define XDP_DR_HASH_H
 
@@ -16,22 +19,31 @@
 #define FLOW_HASH_K2 0x165667b19e3779f9ULL
 #define FLOW_HASH_K3 0x27d4eb2f165667c5ULL
 #define FLOW_HASH_K4 0xff51afd7ed558ccdULL
-#define FLOW_HASH_MIX 0xd6e8feb86659fd93ULL
 
 static __always_inline __u64 hash_word(__u64 w, __u64 seed, __u64 k)
 {
 	return (w ^ seed) * k;
 }
 
-/* A product's high bits see all of its input but its low bits only the input's low bits: folding the halves
- * before each multiply lets every bit reach the whole result. */
-static __always_inline __u32 hash_finish(__u64 h)
+/* IPv4: the source address in the low half, so that its bits and the ports' reach the top through the carries;
+ * other is the ports word (both ports as they sit in the header) or, for the L3 hash, the destination address. */
+static __always_inline __u32 flow_hash_v4(__u32 src, __u32 other, __u64 seed)
 {
-	h ^= h >> 32;
-	h *= FLOW_HASH_MIX;
-	h ^= h >> 32;
-	h *= FLOW_HASH_MIX;
-	return h ^ (h >> 32);
+	return hash_word(src | (__u64)other << 32, seed, FLOW_HASH_K0) >> 32;
+}
+
+/* IPv6: the same with the address in two words, and the destination in two more for the L3 hash. */
+static __always_inline __u32 flow_hash_v6(const __u32 src[4], const __u32 dst[4], __u32 ports, int l3_only, __u64 seed)
+{
+	__u64 h = hash_word(src[0] | (__u64)src[1] << 32, seed, FLOW_HASH_K0) +
+		  hash_word(src[2] | (__u64)src[3] << 32, seed, FLOW_HASH_K1);
+
+	if (l3_only)
+		h += hash_word(dst[0] | (__u64)dst[1] << 32, seed, FLOW_HASH_K2) +
+		     hash_word(dst[2] | (__u64)dst[3] << 32, seed, FLOW_HASH_K3);
+	else
+		h += hash_word(ports, seed, FLOW_HASH_K4);
+	return h >> 32;
 }
 
 /* Service index slot of a key, from its words as they sit in memory (little-endian loads, the port in network

@@ -33,32 +33,33 @@ static __always_inline int record(enum xdp_dr_stat stat, __u64 bytes, int action
 	return action;
 }
 
+static __always_inline __u64 seed64(void)
+{
+	return hash_seed | (__u64)hash_seed << 32;
+}
+
 /* Words as they sit in memory (little-endian loads of network-order bytes); test/lib/flowhash.ts computes the same. */
 static __always_inline __u32 flow_hash(const struct flow *f, int l3_only)
 {
-	__u64 seed = hash_seed | (__u64)hash_seed << 32;
-	__u64 h;
+	__u32 ports = f->sport | (__u32)f->dport << 16;
 
-	if (f->family == XDP_DR_AF_INET) {
-		h = hash_word(f->src[0] | (__u64)f->dst[0] << 32, seed, FLOW_HASH_K0);
-	} else {
-		h = hash_word(f->src[0] | (__u64)f->src[1] << 32, seed, FLOW_HASH_K0) +
-		    hash_word(f->src[2] | (__u64)f->src[3] << 32, seed, FLOW_HASH_K1) +
-		    hash_word(f->dst[0] | (__u64)f->dst[1] << 32, seed, FLOW_HASH_K2) +
-		    hash_word(f->dst[2] | (__u64)f->dst[3] << 32, seed, FLOW_HASH_K3);
-	}
-	if (!l3_only)
-		h += hash_word(f->sport | (__u32)f->dport << 16 | (__u64)f->proto << 32, seed, FLOW_HASH_K4);
-	return hash_finish(h);
+	if (f->family == XDP_DR_AF_INET)
+		return flow_hash_v4(f->src[0], l3_only ? f->dst[0] : ports, seed64());
+	return flow_hash_v6(f->src, f->dst, ports, l3_only, seed64());
+}
+
+/* Whether some VIP ends in these 16 bits (of a destination address, in host order). */
+static __always_inline int vip_bit(__u32 low)
+{
+	__u32 word = (low & 0xffff) / 64;
+	__u64 *bits = bpf_map_lookup_elem(&vip_filter, &word);
+
+	return bits && ((*bits >> (low % 64)) & 1);
 }
 
 static __always_inline int maybe_vip(const struct flow *f)
 {
-	__u32 low = bpf_ntohl(f->family == XDP_DR_AF_INET ? f->dst[0] : f->dst[3]) & 0xffff;
-	__u32 word = low / 64;
-	__u64 *bits = bpf_map_lookup_elem(&vip_filter, &word);
-
-	return bits && ((*bits >> (low % 64)) & 1);
+	return vip_bit(bpf_ntohl(f->family == XDP_DR_AF_INET ? f->dst[0] : f->dst[3]));
 }
 
 /* The half of the epoch-dependent maps that packets read now (see struct lb_epoch). */
@@ -70,44 +71,59 @@ static __always_inline __u32 active_epoch(void)
 	return e ? e->active & 1 : 0;
 }
 
-/* The index slot first; the hash map only for keys that share their slot with another service. */
-static __always_inline struct service_info *lookup_service(const struct service_ekey *ek)
+/* The last word of a service key as it sits in memory. */
+static __always_inline __u32 service_word(__be16 port, __u8 proto, __u8 family)
 {
-	const struct service_key *key = &ek->key;
-	const __u32 *k = (const void *)key;
-	__u32 slot = service_index_slot(k, key->port, key->proto, key->family, SERVICE_INDEX_BITS) |
-		     ek->epoch << SERVICE_INDEX_BITS;
+	return port | (__u32)proto << 16 | (__u32)family << 24;
+}
+
+_Static_assert(__builtin_offsetof(struct service_key, port) == 16 && __builtin_offsetof(struct service_key, proto) == 18 &&
+		       __builtin_offsetof(struct service_key, family) == 19 && sizeof(struct service_key) == 20,
+	       "service_word reads a key's port, protocol and family as its fifth word");
+
+/* A service by its key's five words, in registers: the index slot first; the hash map only for keys that share
+ * their slot with another service. For IPv4 three words are constant zeros and fold away. */
+static __always_inline struct service_info *lookup_service(__u32 a0, __u32 a1, __u32 a2, __u32 a3, __u32 w4,
+							   __u32 epoch)
+{
+	__u32 addr[4] = { a0, a1, a2, a3 };
+	__u32 slot = service_index_slot(addr, w4 & 0xffff, w4 >> 16, w4 >> 24, SERVICE_INDEX_BITS) |
+		     epoch << SERVICE_INDEX_BITS;
 	struct service_slot *s = bpf_map_lookup_elem(&service_index, &slot);
 	const __u32 *sk;
 
 	if (!s)
 		return NULL;
 	sk = (const void *)&s->key;
-	if (!((k[0] ^ sk[0]) | (k[1] ^ sk[1]) | (k[2] ^ sk[2]) | (k[3] ^ sk[3]) | (k[4] ^ sk[4])))
+	if (!((a0 ^ sk[0]) | (a1 ^ sk[1]) | (a2 ^ sk[2]) | (a3 ^ sk[3]) | (w4 ^ sk[4])))
 		return &s->info;
-	if (s->flags & SERVICE_SLOT_F_OVERFLOW)
-		return bpf_map_lookup_elem(&services, ek);
+	if (s->flags & SERVICE_SLOT_F_OVERFLOW) {
+		struct service_ekey ek __attribute__((aligned(4)));
+		__u32 *k = (void *)&ek.key;
+
+		k[0] = a0;
+		k[1] = a1;
+		k[2] = a2;
+		k[3] = a3;
+		k[4] = w4;
+		ek.epoch = epoch;
+		return bpf_map_lookup_elem(&services, &ek);
+	}
 	return NULL;
 }
 
+/* The service of a destination: its own port first, then the VIP's port-0 service (all ports). */
 static __always_inline struct service_info *find_service(const struct flow *f, __u32 epoch)
 {
-	/* Read as five words by lookup_service. */
-	struct service_ekey ek __attribute__((aligned(4))) = {};
 	struct service_info *svc;
 
-	__builtin_memcpy(ek.key.addr, f->dst, 16);
-	ek.key.proto = f->proto;
-	ek.key.family = f->family;
-	ek.epoch = epoch;
 	if (f->has_ports) {
-		ek.key.port = f->dport;
-		svc = lookup_service(&ek);
+		svc = lookup_service(f->dst[0], f->dst[1], f->dst[2], f->dst[3],
+				     service_word(f->dport, f->proto, f->family), epoch);
 		if (svc)
 			return svc;
-		ek.key.port = 0;
 	}
-	return lookup_service(&ek);
+	return lookup_service(f->dst[0], f->dst[1], f->dst[2], f->dst[3], service_word(0, f->proto, f->family), epoch);
 }
 
 static __always_inline struct backend_info *lookup_backend(__u32 id, __u32 epoch)
@@ -368,6 +384,55 @@ out:
 	return forward(ctx, eth, be, svc_id, bid, bytes);
 }
 
+/* The common case, kept short: an IPv4 TCP or UDP packet without IP options that is not a fragment, to a service
+ * that does not track connections. Each value stays in a register and the packet is read once, where serve() fills
+ * a struct flow for every kind of packet. Anything else returns -1 having changed nothing, counters included, and
+ * serve() takes it; what is decided here is what serve() would decide. */
+static __always_inline int fast_ipv4(struct xdp_md *ctx, struct ethhdr *eth, struct iphdr *iph, void *end, __u64 bytes)
+{
+	void *l4 = iph + 1;
+	struct service_info *svc;
+	struct backend_info *be;
+	__u32 daddr, ports, tot_len, epoch, bid;
+	__u8 proto;
+	int stat;
+
+	/* 8 bytes of L4 hold both ports, and the whole of a UDP header. */
+	if (l4 + 8 > end || *(__u8 *)iph != 0x45 || (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		return -1;
+	tot_len = bpf_ntohs(iph->tot_len);
+	if (tot_len < sizeof(*iph) || (void *)iph + tot_len > end)
+		return -1;
+	proto = iph->protocol;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > end || th->doff < 5)
+			return -1;
+	} else if (proto != IPPROTO_UDP) {
+		return -1;
+	}
+	daddr = iph->daddr;
+	if (!vip_bit(bpf_ntohl(daddr)))
+		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
+
+	ports = *(__u32 *)l4;
+	epoch = active_epoch();
+	svc = lookup_service(daddr, 0, 0, 0, service_word(ports >> 16, proto, XDP_DR_AF_INET), epoch);
+	if (!svc)
+		svc = lookup_service(daddr, 0, 0, 0, service_word(0, proto, XDP_DR_AF_INET), epoch);
+	if (!svc)
+		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
+	if (proto == IPPROTO_TCP && (svc->flags & SERVICE_F_CONN_TABLE))
+		return -1;
+
+	stat = maglev_pick(svc, flow_hash_v4(iph->saddr, svc->flags & SERVICE_F_HASH_L3 ? daddr : ports, seed64()),
+			   epoch, &bid, &be);
+	if (stat)
+		return record(stat, bytes, XDP_PASS);
+	return forward(ctx, eth, be, svc->id, bid, bytes);
+}
+
 SEC("xdp")
 int xdp_dr(struct xdp_md *ctx)
 {
@@ -377,7 +442,7 @@ int xdp_dr(struct xdp_md *ctx)
 	struct hdr_cursor cur = { .pos = data };
 	struct ethhdr *eth;
 	void *l3;
-	int proto;
+	int proto, act;
 
 	proto = parse_eth(&cur, end, &eth);
 	if (proto < 0)
@@ -386,6 +451,9 @@ int xdp_dr(struct xdp_md *ctx)
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct flow f = {};
 
+		act = fast_ipv4(ctx, eth, l3, end, bytes);
+		if (act >= 0)
+			return act;
 		if (parse_ipv4(&cur, end, &f) < 0)
 			return record(XDP_DR_STAT_PASS_MALFORMED, bytes, XDP_PASS);
 		return serve(ctx, eth, l3, cur, end, bytes, &f);

@@ -5,17 +5,8 @@ import { ipToBytes } from '../../loader/src/packet';
 const M64 = (1n << 64n) - 1n;
 const K = [0x9e3779b97f4a7c15n, 0xc2b2ae3d27d4eb4fn, 0x165667b19e3779f9n, 0x27d4eb2f165667c5n];
 const K_PORTS = 0xff51afd7ed558ccdn;
-const MIX = 0xd6e8feb86659fd93n;
 
 const hashWord = (w: bigint, seed: bigint, k: bigint) => ((w ^ seed) * k) & M64;
-
-function finish(h: bigint): number {
-  h ^= h >> 32n;
-  h = (h * MIX) & M64;
-  h ^= h >> 32n;
-  h = (h * MIX) & M64;
-  return Number((h ^ (h >> 32n)) & 0xffffffffn);
-}
 
 // The program reads addresses as they sit in memory: a little-endian load of network-order bytes.
 function words(ip: string): number[] {
@@ -32,16 +23,19 @@ export function flowHash(seed: number, f: FlowTuple, l3Only: boolean): number {
   const d = words(f.dst);
   const seed64 = BigInt(seed >>> 0) * 0x100000001n;
   const pair = (lo: number, hi: number) => BigInt(lo) | (BigInt(hi) << 32n);
-  let h = s.length === 1
-    ? hashWord(pair(s[0], d[0]), seed64, K[0])
-    : hashWord(pair(s[0], s[1]), seed64, K[0]) + hashWord(pair(s[2], s[3]), seed64, K[1]) +
-      hashWord(pair(d[0], d[1]), seed64, K[2]) + hashWord(pair(d[2], d[3]), seed64, K[3]);
-  if (!l3Only) {
-    // The ports as they sit in memory: network-order 16-bit values, sport first, read as one little-endian word.
-    const swap = (p: number) => ((p & 0xff) << 8) | (p >>> 8);
-    h += hashWord(pair((swap(f.sport) | (swap(f.dport) << 16)) >>> 0, f.proto), seed64, K_PORTS);
+  // The ports as they sit in memory: network-order 16-bit values, sport first, read as one little-endian word.
+  const swap = (p: number) => ((p & 0xff) << 8) | (p >>> 8);
+  const ports = (swap(f.sport) | (swap(f.dport) << 16)) >>> 0;
+  let h: bigint;
+  if (s.length === 1) {
+    h = hashWord(pair(s[0], l3Only ? d[0] : ports), seed64, K[0]);
+  } else {
+    h = hashWord(pair(s[0], s[1]), seed64, K[0]) + hashWord(pair(s[2], s[3]), seed64, K[1]);
+    h += l3Only
+      ? hashWord(pair(d[0], d[1]), seed64, K[2]) + hashWord(pair(d[2], d[3]), seed64, K[3])
+      : hashWord(BigInt(ports), seed64, K_PORTS);
   }
-  return finish(h & M64);
+  return Number(((h & M64) >> 32n) & 0xffffffffn);
 }
 
 /** The table slot of a flow hash: hash * M / 2^32 (bpf/xdp_dr.bpf.c maglev_pick). */
