@@ -46,6 +46,19 @@ static __always_inline __u32 flow_hash_v6(const __u32 src[4], const __u32 dst[4]
 	return h >> 32;
 }
 
+/* The two buckets of a flow's connection record, out of n: the first from its 5-tuple hash, the second from that
+ * hash mixed again, so that flows that share a first bucket mostly have different second ones. Multiply-shift
+ * scales a hash to n buckets, so n need not be a power of 2. The loader computes the same (connBuckets). */
+static __always_inline __u32 conn_bucket1(__u32 h, __u32 n)
+{
+	return ((__u64)h * n) >> 32;
+}
+
+static __always_inline __u32 conn_bucket2(__u32 h, __u64 seed, __u32 n)
+{
+	return ((hash_word(h, seed, FLOW_HASH_K3) >> 32) * n) >> 32;
+}
+
 /* Service index slot of a key, from its words as they sit in memory (little-endian loads, the port in network
  * order): folded, then Fibonacci hashing keeps the top bits. The loader computes the same (serviceIndexSlot). */
 static __always_inline __u32 service_index_slot(const __u32 addr[4], __u16 port, __u8 proto, __u8 family, int bits)

@@ -38,7 +38,7 @@ static __always_inline __u64 seed64(void)
 	return hash_seed | (__u64)hash_seed << 32;
 }
 
-/* Words as they sit in memory (little-endian loads of network-order bytes); test/lib/flowhash.ts computes the same. */
+/* Words as they sit in memory (little-endian loads of network-order bytes); loader/src/dataplane/flowhash.ts computes the same. */
 static __always_inline __u32 flow_hash(const struct flow *f, int l3_only)
 {
 	__u32 ports = f->sport | (__u32)f->dport << 16;
@@ -144,23 +144,135 @@ static __always_inline void event(enum xdp_dr_event ev)
 	count(bpf_map_lookup_elem(&events, &key), 0);
 }
 
-static __always_inline void conn_key_of(const struct flow *f, struct conn_key *k)
+/* A flow's connection key as the five 64-bit words of struct conn_key, in registers. */
+struct conn_words {
+	__u64 w0, w1, w2, w3, w4;
+};
+
+_Static_assert(sizeof(struct conn_key) == 40 && __builtin_offsetof(struct conn_key, sport) == 32 &&
+		       __builtin_offsetof(struct conn_key, family) == 37,
+	       "conn_words lays out a key as five words: source, destination, then ports, protocol and family");
+_Static_assert(sizeof(struct conn_entry) == 64, "a connection record fills one cache line");
+
+#define CONN_BUCKETS (MAX_CONNS / CONN_WAYS)
+
+/* Ports as they sit in the header (sport first), so the fast path can use its one load of them. */
+static __always_inline __u64 conn_word4(__u32 ports, __u8 proto, __u8 family)
 {
-	__builtin_memcpy(k->src, f->src, 16);
-	__builtin_memcpy(k->dst, f->dst, 16);
-	k->sport = f->sport;
-	k->dport = f->dport;
-	k->proto = f->proto;
-	k->family = f->family;
-	k->reserved = 0;
+	return ports | (__u64)proto << 32 | (__u64)family << 40;
+}
+
+static __always_inline void conn_words_of(const struct flow *f, struct conn_words *k)
+{
+	k->w0 = f->src[0] | (__u64)f->src[1] << 32;
+	k->w1 = f->src[2] | (__u64)f->src[3] << 32;
+	k->w2 = f->dst[0] | (__u64)f->dst[1] << 32;
+	k->w3 = f->dst[2] | (__u64)f->dst[3] << 32;
+	k->w4 = conn_word4(f->sport | (__u32)f->dport << 16, f->proto, f->family);
+}
+
+static __always_inline struct conn_bucket *conn_bucket_at(__u32 i)
+{
+	return bpf_map_lookup_elem(&conns, &i);
+}
+
+static __always_inline struct conn_entry *conn_in(struct conn_bucket *b, const struct conn_words *k)
+{
+	if (!b)
+		return NULL;
+#pragma unroll
+	for (int i = 0; i < CONN_WAYS; i++) {
+		const __u64 *w = (const void *)&b->way[i].key;
+
+		if (!((w[0] ^ k->w0) | (w[1] ^ k->w1) | (w[2] ^ k->w2) | (w[3] ^ k->w3) | (w[4] ^ k->w4)))
+			return &b->way[i];
+	}
+	return NULL;
+}
+
+/* A flow's record, from its 5-tuple hash h: the first bucket, then the second. */
+static __always_inline struct conn_entry *conn_lookup(__u32 h, const struct conn_words *k)
+{
+	struct conn_entry *e = conn_in(conn_bucket_at(conn_bucket1(h, CONN_BUCKETS)), k);
+
+	return e ? e : conn_in(conn_bucket_at(conn_bucket2(h, seed64(), CONN_BUCKETS)), k);
+}
+
+/* A record still binds by age: open and idle at most the idle timeout, or closing for at most the closing one. */
+static __always_inline int conn_live(const struct conn_value *cv, __u32 now)
+{
+	return now - cv->seen <= (cv->state == CONN_CLOSING ? CONN_CLOSING_TIMEOUT_S : CONN_IDLE_TIMEOUT_S);
 }
 
 /* A record binds its flow until it has been idle too long; a new SYN after a FIN or RST starts a new flow. */
-static __always_inline int conn_holds(const struct conn_value *cv, const struct flow *f, __u32 now)
+static __always_inline int conn_holds(const struct conn_value *cv, __u8 tcp_flags, __u32 now)
 {
-	if (cv->state == CONN_CLOSING)
-		return !((f->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) && now - cv->seen <= CONN_CLOSING_TIMEOUT_S;
-	return now - cv->seen <= CONN_IDLE_TIMEOUT_S;
+	if (cv->state == CONN_CLOSING && (tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		return 0;
+	return conn_live(cv, now);
+}
+
+/* Where a new record goes in a bucket: an empty or lapsed record if there is one (*free: how many there are), else
+ * the one seen longest ago (*age: how long ago). */
+static __always_inline struct conn_entry *conn_room(struct conn_bucket *b, __u32 now, __u32 *free, __u32 *age)
+{
+	struct conn_entry *pick = NULL;
+
+	*free = 0;
+	*age = 0;
+	if (!b)
+		return NULL;
+#pragma unroll
+	for (int i = 0; i < CONN_WAYS; i++) {
+		struct conn_entry *e = &b->way[i];
+		__u32 a = now - e->value.seen;
+
+		if (!e->key.family || !conn_live(&e->value, now)) {
+			if (!*free)
+				pick = e;
+			++*free;
+		} else if (!*free && (!pick || a > *age)) {
+			pick = e;
+			*age = a;
+		}
+	}
+	return pick;
+}
+
+/* Writes a flow's record: over its old one (rec), else into whichever of its two buckets has more room (the first
+ * when they tie: it is looked in first), else over the record seen longest ago in the two. Choosing the emptier
+ * bucket keeps buckets evenly filled, so that both are full for almost no flow. The key's last word goes last and
+ * is cleared first, so that a reader on another CPU never matches a record half written (x86 keeps stores in
+ * order; elsewhere such a reader can at worst take a backend whose gen check then fails). */
+static __always_inline void conn_write(struct conn_entry *rec, __u32 h, const struct conn_words *k,
+				       const struct conn_value *v)
+{
+	struct conn_entry *e = rec;
+	volatile __u64 *w;
+
+	if (!e) {
+		__u32 free1, free2, age1, age2;
+		struct conn_entry *e2;
+
+		e = conn_room(conn_bucket_at(conn_bucket1(h, CONN_BUCKETS)), v->seen, &free1, &age1);
+		if (free1 < CONN_WAYS) {
+			e2 = conn_room(conn_bucket_at(conn_bucket2(h, seed64(), CONN_BUCKETS)), v->seen, &free2, &age2);
+			if (e2 && (!e || free2 > free1 || (!free1 && !free2 && age2 > age1)))
+				e = e2;
+		}
+		if (!e)
+			return;
+	}
+	w = (volatile __u64 *)&e->key;
+	w[4] = 0;
+	barrier();
+	w[0] = k->w0;
+	w[1] = k->w1;
+	w[2] = k->w2;
+	w[3] = k->w3;
+	e->value = *v;
+	barrier();
+	w[4] = k->w4;
 }
 
 /* Word loads rather than six byte loads: the MACs sit at the start of a 4-byte aligned map value. */
@@ -240,6 +352,50 @@ static __always_inline int forward(struct xdp_md *ctx, struct ethhdr *eth, const
 	return record(act == XDP_TX ? XDP_DR_STAT_TX : XDP_DR_STAT_REDIRECT, bytes, act);
 }
 
+/* A packet of a TCP flow of a service that tracks connections: it goes where its record says, as long as the
+ * record holds and its backend still holds the id it was given; else to the Maglev pick (from pick, the hash the
+ * service picks by), which is then recorded. h is the flow's 5-tuple hash, which finds the record. A service that
+ * stops tracking stops following records: only its own records count. */
+static __always_inline int serve_tracked(struct xdp_md *ctx, struct ethhdr *eth, const struct service_info *svc,
+					 const struct conn_words *k, __u32 h, __u32 pick, __u8 tcp_flags, __u32 epoch,
+					 __u64 bytes)
+{
+	__u32 now = bpf_ktime_get_coarse_ns() >> 30, svc_id = svc->id, bid;
+	struct conn_entry *rec = conn_lookup(h, k);
+	struct backend_info *be;
+	int stat;
+
+	if (rec && rec->value.service == svc_id && conn_holds(&rec->value, tcp_flags, now)) {
+		be = conn_backend(&rec->value, epoch);
+		if (be) {
+			bid = rec->value.backend;
+			if ((tcp_flags & (TCP_FIN | TCP_RST)) && rec->value.state != CONN_CLOSING)
+				rec->value.state = CONN_CLOSING;
+			if (rec->value.seen != now)
+				rec->value.seen = now;
+			event(XDP_DR_EV_CONN_HIT);
+			return forward(ctx, eth, be, svc_id, bid, bytes);
+		}
+	}
+	stat = maglev_pick(svc, pick, epoch, &bid, &be);
+	if (stat)
+		return record(stat, bytes, XDP_PASS);
+	/* An RST opens nothing: recording it would only take room from a live flow. */
+	if (!(tcp_flags & TCP_RST)) {
+		struct conn_value nv = {
+			.backend = bid,
+			.gen = be->gen,
+			.service = svc_id,
+			.seen = now,
+			.state = tcp_flags & TCP_FIN ? CONN_CLOSING : CONN_OPEN,
+		};
+
+		conn_write(rec, h, k, &nv);
+		event(XDP_DR_EV_CONN_NEW);
+	}
+	return forward(ctx, eth, be, svc_id, bid, bytes);
+}
+
 /* An ICMP error about a flow of a service (fragmentation needed, packet too big, time exceeded, ...) goes to the
  * backend that flow's own packets go to, so that the real server hears of it: path-MTU discovery works behind the
  * load balancer. A router sends it to the VIP, quoting a reply (VIP -> client); the flow is that reply reversed.
@@ -254,8 +410,8 @@ static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l
 	struct flow outer = {}, q = {}, f = {};
 	struct service_info *svc;
 	struct backend_info *be;
-	struct conn_key ck;
-	struct conn_value *cv;
+	struct conn_words ck;
+	struct conn_entry *rec;
 	__u32 room, svc_id, bid, epoch;
 	int stat;
 
@@ -291,13 +447,13 @@ static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l
 		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
 	svc_id = svc->id;
 	if (f.proto == IPPROTO_TCP && (svc->flags & SERVICE_F_CONN_TABLE)) {
-		conn_key_of(&f, &ck);
-		cv = bpf_map_lookup_elem(&conns, &ck);
+		conn_words_of(&f, &ck);
+		rec = conn_lookup(flow_hash(&f, 0), &ck);
 		/* No TCP flags: a closing record holds for its closing timeout, as for the close's last packets. */
-		if (cv && cv->service == svc_id && conn_holds(cv, &f, bpf_ktime_get_coarse_ns() >> 30)) {
-			be = conn_backend(cv, epoch);
+		if (rec && rec->value.service == svc_id && conn_holds(&rec->value, 0, bpf_ktime_get_coarse_ns() >> 30)) {
+			be = conn_backend(&rec->value, epoch);
 			if (be) {
-				bid = cv->backend;
+				bid = rec->value.backend;
 				goto out;
 			}
 		}
@@ -319,10 +475,8 @@ static __always_inline int serve(struct xdp_md *ctx, struct ethhdr *eth, void *l
 	struct flow f = *parsed;
 	struct service_info *svc;
 	struct backend_info *be;
-	struct conn_key ck;
-	struct conn_value *cv;
-	__u32 svc_id, bid, epoch, now = 0;
-	int track, stat;
+	__u32 bid, epoch, pick;
+	int stat;
 
 	if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP) {
 		/* A fragment of an ICMP error is left to the kernel: its other fragments would not follow it. */
@@ -340,52 +494,22 @@ static __always_inline int serve(struct xdp_md *ctx, struct ethhdr *eth, void *l
 	if (!svc)
 		return record(f.has_ports ? XDP_DR_STAT_PASS_NO_SERVICE : XDP_DR_STAT_PASS_FRAGMENT, bytes,
 			      XDP_PASS);
-	svc_id = svc->id;
-
-	/* A tracked TCP flow goes where its record says, as long as that backend still holds its id. Only services
-	 * that track connections pay for the lookup, and a service that stops tracking stops following records. */
-	track = f.proto == IPPROTO_TCP && f.has_ports && (svc->flags & SERVICE_F_CONN_TABLE);
-	if (track) {
-		conn_key_of(&f, &ck);
-		now = bpf_ktime_get_coarse_ns() >> 30;
-		cv = bpf_map_lookup_elem(&conns, &ck);
-		if (cv && cv->service == svc_id && conn_holds(cv, &f, now)) {
-			be = conn_backend(cv, epoch);
-			if (be) {
-				bid = cv->backend;
-				if (f.tcp_flags & (TCP_FIN | TCP_RST))
-					cv->state = CONN_CLOSING;
-				if (cv->seen != now)
-					cv->seen = now;
-				event(XDP_DR_EV_CONN_HIT);
-				goto out;
-			}
-		}
-	}
 
 	/* Fragments carry no ports past the first, so all fragments of a datagram hash on addresses alone. */
-	stat = maglev_pick(svc, flow_hash(&f, f.is_fragment || (svc->flags & SERVICE_F_HASH_L3)), epoch, &bid, &be);
+	pick = flow_hash(&f, f.is_fragment || (svc->flags & SERVICE_F_HASH_L3));
+	if (f.proto == IPPROTO_TCP && f.has_ports && (svc->flags & SERVICE_F_CONN_TABLE)) {
+		struct conn_words k;
+
+		conn_words_of(&f, &k);
+		return serve_tracked(ctx, eth, svc, &k, flow_hash(&f, 0), pick, f.tcp_flags, epoch, bytes);
+	}
+	stat = maglev_pick(svc, pick, epoch, &bid, &be);
 	if (stat)
 		return record(stat, bytes, XDP_PASS);
-	/* An RST opens nothing: recording it would only take a slot from a live flow. */
-	if (track && !(f.tcp_flags & TCP_RST)) {
-		struct conn_value nv = {
-			.backend = bid,
-			.gen = be->gen,
-			.service = svc_id,
-			.seen = now,
-			.state = f.tcp_flags & TCP_FIN ? CONN_CLOSING : CONN_OPEN,
-		};
-
-		bpf_map_update_elem(&conns, &ck, &nv, BPF_ANY);
-		event(XDP_DR_EV_CONN_NEW);
-	}
-out:
-	return forward(ctx, eth, be, svc_id, bid, bytes);
+	return forward(ctx, eth, be, svc->id, bid, bytes);
 }
 
-/* The common case, kept short: an IPv4 TCP or UDP packet without IP options that is not a fragment, to a service
- * that does not track connections. Each value stays in a register and the packet is read once, where serve() fills
+/* The common case, kept short: an IPv4 TCP or UDP packet without IP options that is not a fragment. Each value stays in a register and the packet is read once, where serve() fills
  * a struct flow for every kind of packet. Anything else returns -1 having changed nothing, counters included, and
  * serve() takes it; what is decided here is what serve() would decide. */
 static __always_inline int fast_ipv4(struct xdp_md *ctx, struct ethhdr *eth, struct iphdr *iph, void *end, __u64 bytes)
@@ -393,7 +517,7 @@ static __always_inline int fast_ipv4(struct xdp_md *ctx, struct ethhdr *eth, str
 	void *l4 = iph + 1;
 	struct service_info *svc;
 	struct backend_info *be;
-	__u32 daddr, ports, tot_len, epoch, bid;
+	__u32 daddr, saddr, ports, tot_len, epoch, bid, h, pick;
 	__u8 proto;
 	int stat;
 
@@ -423,11 +547,19 @@ static __always_inline int fast_ipv4(struct xdp_md *ctx, struct ethhdr *eth, str
 		svc = lookup_service(daddr, 0, 0, 0, service_word(0, proto, XDP_DR_AF_INET), epoch);
 	if (!svc)
 		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
-	if (proto == IPPROTO_TCP && (svc->flags & SERVICE_F_CONN_TABLE))
-		return -1;
+	saddr = iph->saddr;
+	h = flow_hash_v4(saddr, ports, seed64());
+	pick = svc->flags & SERVICE_F_HASH_L3 ? flow_hash_v4(saddr, daddr, seed64()) : h;
+	if (proto == IPPROTO_TCP && (svc->flags & SERVICE_F_CONN_TABLE)) {
+		struct conn_words k = {
+			.w0 = saddr,
+			.w2 = daddr,
+			.w4 = conn_word4(ports, IPPROTO_TCP, XDP_DR_AF_INET),
+		};
 
-	stat = maglev_pick(svc, flow_hash_v4(iph->saddr, svc->flags & SERVICE_F_HASH_L3 ? daddr : ports, seed64()),
-			   epoch, &bid, &be);
+		return serve_tracked(ctx, eth, svc, &k, h, pick, ((__u8 *)l4)[13], epoch, bytes);
+	}
+	stat = maglev_pick(svc, pick, epoch, &bid, &be);
 	if (stat)
 		return record(stat, bytes, XDP_PASS);
 	return forward(ctx, eth, be, svc->id, bid, bytes);

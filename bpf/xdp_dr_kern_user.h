@@ -92,6 +92,20 @@ struct conn_value {
 	__u32 state;   /* enum conn_state */
 };
 
+/* The connection table is an array of buckets, each of CONN_WAYS (xdp_dr_limits.h) records. A flow's record sits in one of two
+ * buckets that its hash names (conn_buckets in hash.h), so that a full bucket does not push out a live flow while
+ * the other has room. CPUs write records without a lock; a reader that sees a record half written finds a key that
+ * matches no flow, or a backend whose gen does not match, and picks from the Maglev table as for a new flow. */
+struct conn_entry {
+	struct conn_key key; /* family 0: empty */
+	struct conn_value value;
+	__u32 reserved;
+};
+
+struct conn_bucket {
+	struct conn_entry way[CONN_WAYS];
+};
+
 struct counter {
 	__u64 packets;
 	__u64 bytes;
@@ -137,6 +151,7 @@ enum xdp_dr_build {
 	XDP_DR_MAGLEV_M = MAGLEV_M,
 	XDP_DR_MAGLEV_CHUNK = MAGLEV_CHUNK,
 	XDP_DR_SERVICE_INDEX_BITS = SERVICE_INDEX_BITS,
+	XDP_DR_CONN_WAYS = CONN_WAYS,
 };
 
 /* Control-plane bookkeeping, never read by the program: what the CLI shows back and rebuilds tables from,
@@ -183,6 +198,7 @@ struct xdp_dr_enums {
 	enum xdp_dr_event event;
 	struct conn_key conn_key;
 	struct conn_value conn_value;
+	struct conn_bucket conn_bucket;
 	enum service_slot_flag slot_flag;
 	struct service_ekey ekey;
 	struct lb_epoch epoch;

@@ -25,9 +25,16 @@
 #define MAGLEV_M 65537
 #endif
 
-/* TCP flows the connection table holds; the least recently used go first when it is full. */
+/* Records in a bucket of the connection table: one 64-byte record per cache line, four lines a bucket. */
+#define CONN_WAYS 4
+
+/* TCP flows the connection table holds (a multiple of CONN_WAYS); when both buckets of a new flow are full, the
+ * record seen longest ago of the two makes room. */
 #ifndef MAX_CONNS
 #define MAX_CONNS 262144
+#endif
+#if MAX_CONNS % CONN_WAYS || MAX_CONNS < 2 * CONN_WAYS
+#error "MAX_CONNS must be a multiple of 4 and at least 8: the connection table is made of buckets of 4 records"
 #endif
 
 /* Seconds a tracked TCP flow may be idle before its record no longer binds it (LVS's established timeout). */

@@ -108,14 +108,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backend_stats SEC(".maps");
 
-/* TCP flow -> the backend it was given. Per-CPU LRU lists: a CPU that needs room takes it from its own list,
- * with no lock shared between CPUs. */
+/* Bucket (conn_buckets in hash.h) -> CONN_WAYS records of TCP flows and the backends they were given. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, MAX_CONNS);
-	__type(key, struct conn_key);
-	__type(value, struct conn_value);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CONNS / CONN_WAYS);
+	__type(key, __u32);
+	__type(value, struct conn_bucket);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conns SEC(".maps");
 

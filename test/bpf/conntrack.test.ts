@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { testRun, XDP_ACTION } from '../../loader/src/libbpf';
 import { Dataplane } from '../../loader/src/dataplane/dataplane';
-import { CONN_STATE, XDP_DR_EVENT } from '../../loader/src/dataplane/layout';
+import { CONN_STATE, CONN_WAYS, XDP_DR_EVENT, type ConnKey } from '../../loader/src/dataplane/layout';
 import { buildFrame, ipToBytes, macToString, TCP_FLAGS } from '../../loader/src/packet';
 import { withLb } from '../lib/dataplane';
 import type { RawService } from '../../loader/src/lb/desired';
@@ -126,4 +126,55 @@ test('a service that stops tracking stops following its records', async () => {
     assert.ok(moved > FLOWS.length * 0.1, `without the table the flows follow Maglev again: ${moved} moved`);
     assert.equal(events(dp).hit, 0, 'no record was followed');
   });
+});
+
+const keyOf = (f: { src: string; sport: number }, vip = TRACKED): ConnKey => ({
+  src: Buffer.concat([ipToBytes(f.src), Buffer.alloc(12)]), dst: Buffer.concat([ipToBytes(vip), Buffer.alloc(12)]),
+  sport: f.sport, dport: 80, proto: 6, family: 4, reserved: 0,
+});
+
+/** Flows of one client whose two buckets satisfy want, found by trying source ports in order. */
+function flowsWhere(dp: Dataplane, n: number, want: (b1: number, b2: number) => boolean, from = 1024) {
+  const out: { src: string; sport: number }[] = [];
+  for (let sport = from; out.length < n && sport < 65536; sport++) {
+    const f = { src: '198.51.100.200', sport };
+    if (want(...dp.conns.bucketsOf(keyOf(f)))) out.push(f);
+  }
+  assert.equal(out.length, n, 'enough source ports with the buckets wanted');
+  return out;
+}
+
+test('flows that share a first bucket also use their second ones, and keep their backends', async () => {
+  await withLb(async (dp, change) => {
+    await change([svc(TRACKED, [be(1), be(2), be(3)])]);
+    const [first] = dp.conns.bucketsOf(keyOf({ src: '198.51.100.200', sport: 1024 }));
+    const flows = flowsWhere(dp, CONN_WAYS + 2, (b1, b2) => b1 === first && b2 !== first);
+    const before = flows.map((f) => syn(dp, TRACKED, f));
+    assert.ok(flows.every((f) => dp.conns.lookup(keyOf(f)) !== undefined), 'every flow has a record');
+    const inFirst = dp.conns.buckets.lookup(first)!.way.filter((e) => e.key.family !== 0).length;
+    assert.ok(inFirst >= 1 && inFirst <= flows.length - 2, `${inFirst} of ${flows.length} in the shared bucket, the rest in their second ones`);
+    await change([svc(TRACKED, [be(1), be(2), be(3), be(4), be(5)])]);
+    assert.deepEqual(flows.map((f) => ack(dp, TRACKED, f)), before, 'all of them stayed, also those in their second bucket');
+  }, { build: { MAX_CONNS: 16 * CONN_WAYS } }); // 16 buckets, so that one client's ports soon share a first bucket
+});
+
+test('when both buckets of a new flow are full, the record seen longest ago makes room', async () => {
+  // Two buckets in all; flows whose two buckets are both bucket 0 compete for its four records.
+  await withLb(
+    async (dp, change) => {
+      await change([svc(TRACKED, [be(1), be(2), be(3)])]);
+      const [a, b, c, d, e, g] = flowsWhere(dp, 6, (b1, b2) => b1 === 0 && b2 === 0);
+      for (const f of [a, b, c, d]) syn(dp, TRACKED, f);
+      // The clock is read in units of 2^30 ns: after 1.2 s the refreshed records are surely newer.
+      await new Promise((r) => setTimeout(r, 1200));
+      for (const f of [b, d]) ack(dp, TRACKED, f);
+      const fresh = events(dp).fresh;
+      for (const f of [e, g]) syn(dp, TRACKED, f);
+      assert.equal(events(dp).fresh, fresh + 2, 'the new flows were recorded');
+      const recorded = (f: { src: string; sport: number }) => dp.conns.lookup(keyOf(f)) !== undefined;
+      assert.deepEqual([a, b, c, d, e, g].map(recorded), [false, true, false, true, true, true],
+        'the two records not seen since went; the refreshed ones stayed');
+    },
+    { build: { MAX_CONNS: 2 * CONN_WAYS } },
+  );
 });

@@ -10,7 +10,7 @@ import {
 } from '../../loader/src/packet';
 import { serviceKeyOf, XDP_DR_EVENT, CONN_STATE } from '../../loader/src/dataplane/layout';
 import { testPinDir, removePins, installService, LB_MAC, TestService, snapshot, delta, withLb } from '../lib/dataplane';
-import { flowHash, maglevSlot } from '../lib/flowhash';
+import { flowHash, maglevSlot } from '../../loader/src/dataplane/flowhash';
 import type { RawService } from '../../loader/src/lb/desired';
 
 const SEED = 0x5eed;

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Btf } from '../../loader/src/libbpf';
-import { STRUCTS, FAMILY, SERVICE_FLAG, SERVICE_SLOT_FLAG, BACKEND_FLAG, XDP_DR_MODE, MAGLEV_CHUNK, CONN_STATE, XDP_DR_EVENT } from '../../loader/src/dataplane/layout';
+import { STRUCTS, FAMILY, SERVICE_FLAG, SERVICE_SLOT_FLAG, BACKEND_FLAG, XDP_DR_MODE, MAGLEV_CHUNK, CONN_WAYS, CONN_STATE, XDP_DR_EVENT } from '../../loader/src/dataplane/layout';
 import { ensureObject } from '../../loader/src/dataplane/build';
 import { struct, u8, u32, u64 } from '../../loader/src/libbpf/codec';
 
@@ -29,6 +29,7 @@ test('enum values used by the loader match BTF', () => {
   assert.deepEqual(Object.fromEntries(btf.enumValues('conn_state')), CONN_STATE);
   assert.deepEqual(Object.fromEntries(btf.enumValues('xdp_dr_event')), XDP_DR_EVENT);
   assert.equal(btf.enumValues('xdp_dr_build').get('XDP_DR_MAGLEV_CHUNK'), MAGLEV_CHUNK);
+  assert.equal(btf.enumValues('xdp_dr_build').get('XDP_DR_CONN_WAYS'), CONN_WAYS);
   const stats = btf.enumValues('xdp_dr_stat');
   assert.equal(stats.get('XDP_DR_STAT_TX'), 0);
   assert.equal(stats.get('XDP_DR_STAT_MAX'), stats.size - 1, 'the counters are dense and _MAX ends them');

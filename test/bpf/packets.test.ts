@@ -10,7 +10,7 @@ import { buildFrame, buildArpRequest, FrameSpec, macToString, TCP_FLAGS } from '
 import { serviceKeyOf } from '../../loader/src/dataplane/layout';
 import { ipToBytes } from '../../loader/src/packet';
 import { testPinDir, removePins, installService, LB_MAC, TestService, snapshot, delta } from '../lib/dataplane';
-import { flowHash, maglevSlot } from '../lib/flowhash';
+import { flowHash, maglevSlot } from '../../loader/src/dataplane/flowhash';
 
 const SEED = 0x5eed;
 const A = { id: 1, ip: '192.0.2.11', mac: '02:00:00:00:00:a1' };

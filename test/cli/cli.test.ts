@@ -7,7 +7,7 @@ import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
 import { CliLab } from '../lib/cli';
 import { nsPath } from '../lib/netns';
-import { flowHash, maglevSlot } from '../lib/flowhash';
+import { flowHash, maglevSlot } from '../../loader/src/dataplane/flowhash';
 import { buildMaglevTable } from '../../loader/src/maglev';
 
 const lab = new CliLab('c');

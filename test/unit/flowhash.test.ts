@@ -1,10 +1,10 @@
-// Balance of the flow hash (test/lib/flowhash.ts, which the packet tests hold to the program's own choices): flows
+// Balance of the flow hash (loader/src/dataplane/flowhash.ts, which the packet tests hold to the program's own choices): flows
 // through the hash and a Maglev table of equal backends land on each backend about as often as its share says,
 // for random tuples and for the regular ones real traffic brings (one client's ports, a block of addresses).
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { buildMaglevTable, DEFAULT_TABLE_SIZE } from '../../loader/src/maglev';
-import { flowHash, maglevSlot, FlowTuple } from '../lib/flowhash';
+import { flowHash, maglevSlot, FlowTuple } from '../../loader/src/dataplane/flowhash';
 
 const FLOWS = 100_000;
 const BACKENDS = 10;

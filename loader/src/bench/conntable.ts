@@ -43,7 +43,9 @@ export async function runConnTable(opts: Partial<ConnTableOptions> = {}): Promis
       before.on.push(send('10.0.0.80', i, TCP_FLAGS.SYN));
       before.off.push(send('10.0.0.81', i, TCP_FLAGS.SYN));
     }
-    o.log?.(`  ${o.flows} flows opened on ${o.backends} backends`);
+    // A flow without a record (its two buckets full) would follow Maglev: count them, not just the moves.
+    const recorded = dp.conns.all().length;
+    o.log?.(`  ${o.flows} flows opened on ${o.backends} backends; ${recorded} records held, in a table of ${dp.conns.capacity}`);
     await change(o.backends + 1);
     let movedOn = 0;
     let movedOff = 0;
@@ -55,7 +57,7 @@ export async function runConnTable(opts: Partial<ConnTableOptions> = {}): Promis
     const params = { flows: o.flows, backends_before: o.backends, backends_after: o.backends + 1 };
     return [
       result(`established flows moved by adding 1 backend to ${o.backends}, connection table on`, movedOn / o.flows, 'fraction',
-        { ...params, moved: movedOn }, { name: 'Maglev alone, ideal 1/(N+1)', value: ideal }),
+        { ...params, moved: movedOn, records: recorded, table_capacity: dp.conns.capacity }, { name: 'Maglev alone, ideal 1/(N+1)', value: ideal }),
       result(`established flows moved by adding 1 backend to ${o.backends}, connection table off`, movedOff / o.flows, 'fraction',
         { ...params, moved: movedOff }, { name: 'Maglev alone, ideal 1/(N+1)', value: ideal }),
     ];

@@ -198,8 +198,8 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
     const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `bench-control-${process.pid}-conns`), hashSeed: 1, build: n ? { MAX_CONNS: n } : {} });
     try {
       const bytes = memlock(dp.conns.raw.fd);
-      return result(`map memory, connection table of ${dp.conns.raw.info.maxEntries.toLocaleString('en')} tracked flows`, bytes / 2 ** 20, 'MiB',
-        { max_conns: dp.conns.raw.info.maxEntries, bytes, bytes_per_flow: bytes / dp.conns.raw.info.maxEntries });
+      return result(`map memory, connection table of ${dp.conns.capacity.toLocaleString('en')} tracked flows`, bytes / 2 ** 20, 'MiB',
+        { max_conns: dp.conns.capacity, bytes, bytes_per_flow: bytes / dp.conns.capacity });
     } finally {
       dp.discard();
     }

@@ -76,12 +76,34 @@ export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
       o.log?.(`  ${r.name}: ${r.value} ns, xdp_min ${r.reference_value} ns, median of paired ratios ${paired.toFixed(2)}x`);
       results.push(r);
     }
-    results.push(...firstPackets(dp, minFd, o));
+    results.push(trackedCost(dp, o), ...firstPackets(dp, minFd, o));
     return results;
   } finally {
     min.close();
     dp.discard();
   }
+}
+
+/**
+ * What following a connection record costs: the ACK of an established flow to a service that tracks connections
+ * (a record hit) against the same ACK to one that does not (a Maglev pick), runs alternating.
+ */
+function trackedCost(dp: Dataplane, o: MicroOptions): BenchResult {
+  const untracked = buildFrame(MICRO_CASES[1].spec);
+  const tracked = buildFrame(MICRO_CASES[2].spec);
+  testRun(dp.progFd!, { data: tracked });
+  const hit: number[] = [];
+  const pick: number[] = [];
+  for (let i = 0; i < o.runs; i++) {
+    pick.push(testRun(dp.progFd!, { data: untracked, repeat: o.repeat }).duration);
+    hit.push(testRun(dp.progFd!, { data: tracked, repeat: o.repeat }).duration);
+  }
+  const paired = median(hit.map((v, i) => v / pick[i]));
+  const r = result('IPv4 TCP established-flow (ACK), connection table hit, against the same packet untracked', median(hit), 'ns/packet', {
+    repeat: o.repeat, runs: o.runs, runs_ns: hit, reference_runs_ns: pick, paired_ratio: Number(paired.toFixed(2)),
+  }, { name: 'same ACK, service without the table', value: median(pick) });
+  o.log?.(`  ${r.name}: ${r.value} ns, untracked ${r.reference_value} ns, median of paired ratios ${paired.toFixed(2)}x`);
+  return r;
 }
 
 /**

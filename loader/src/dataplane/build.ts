@@ -41,6 +41,8 @@ function validate(defines: BuildOptions): void {
     if (v === undefined) continue;
     if (!OPTION_NAMES.includes(k)) throw new Error(`unknown build option ${k}: use one of ${OPTION_NAMES.join(', ')}`);
     if (!Number.isInteger(v) || v < 1 || v > 1 << 24) throw new Error(`build option ${k}=${v} must be an integer in 1..16777216`);
+    if (k === 'MAX_CONNS' && (v % 4 || v < 8))
+      throw new Error(`build option MAX_CONNS=${v} must be a multiple of 4 and at least 8: the connection table is made of buckets of 4 records`);
   }
 }
 

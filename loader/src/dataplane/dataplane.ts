@@ -9,9 +9,10 @@ import {
 import { MapCreateOpts } from '../libbpf/ffi';
 import {
   FAMILY, serviceInfo, serviceSlot, serviceIndexSlot, SERVICE_SLOT_FLAG, ServiceSlot, backendInfo, counter, backendMeta,
-  lbInfo, maglevChunk, MAGLEV_CHUNK, connKey, connValue, serviceEkey, lbEpoch,
-  ServiceKey, ServiceInfo, BackendInfo, Counter, BackendMeta, LbInfo, ConnKey, ConnValue, ServiceEkey, LbEpoch,
+  lbInfo, maglevChunk, MAGLEV_CHUNK, serviceEkey, lbEpoch,
+  ServiceKey, ServiceInfo, BackendInfo, Counter, BackendMeta, LbInfo, ServiceEkey, LbEpoch,
 } from './layout';
+import { ConnTable } from './conntable';
 import { createHash } from 'node:crypto';
 import { ensureObject, BuildOptions } from './build';
 import { isPrime } from '../maglev';
@@ -74,7 +75,7 @@ export class Dataplane {
   readonly vipFilter: TypedMap<number, bigint>;
   readonly backendMeta: TypedMap<number, BackendMeta>;
   readonly lbInfo: TypedMap<number, LbInfo>;
-  readonly conns: TypedMap<ConnKey, ConnValue>;
+  readonly conns: ConnTable;
   /** enum xdp_dr_event -> count (packets field). */
   readonly events: PerCpuMap<number, Counter>;
   /** Slot 0: which half packets read (struct lb_epoch). */
@@ -102,7 +103,7 @@ export class Dataplane {
     this.vipFilter = new TypedMap(maps.vip_filter, u32, u64);
     this.backendMeta = new TypedMap(maps.backend_meta, u32, backendMeta);
     this.lbInfo = new TypedMap(maps.lb_info, u32, lbInfo);
-    this.conns = new TypedMap(maps.conns, connKey, connValue);
+    this.conns = new ConnTable(maps.conns, () => this.lbInfo.lookup(0)?.hash_seed ?? 0);
     this.events = new PerCpuMap(maps.events, u32, counter);
     this.epoch = new TypedMap(maps.epoch, u32, lbEpoch);
     this.limits = {

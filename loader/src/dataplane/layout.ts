@@ -1,6 +1,6 @@
 // TypeScript views of the structs in bpf/xdp_dr_kern_user.h. test/bpf/layout.test.ts holds each of them
 // against the BTF of the compiled object, so a change on one side alone fails the tests.
-import { struct, bytes, be16, u8, u16, u32, u64 } from '../libbpf/codec';
+import { struct, array, bytes, be16, u8, u16, u32, u64 } from '../libbpf/codec';
 
 export const serviceKey = struct('service_key', [
   ['addr', bytes(16)],
@@ -56,6 +56,16 @@ export const connValue = struct('conn_value', [
   ['state', u32],
 ] as const);
 
+export const connEntry = struct('conn_entry', [
+  ['key', connKey],
+  ['value', connValue],
+  ['reserved', u32],
+] as const);
+
+/** Records in a bucket of the connection table (CONN_WAYS, checked against BTF). */
+export const CONN_WAYS = 4;
+export const connBucket = struct('conn_bucket', [['way', array(connEntry, CONN_WAYS)]] as const);
+
 export const counter = struct('counter', [
   ['packets', u64],
   ['bytes', u64],
@@ -82,7 +92,7 @@ export const lbInfo = struct('lb_info', [
 export const MAGLEV_CHUNK = 32;
 export const maglevChunk = struct('maglev_chunk', [['backend', bytes(2 * MAGLEV_CHUNK)]] as const);
 
-export const STRUCTS = [serviceKey, serviceInfo, serviceEkey, lbEpoch, serviceSlot, backendInfo, counter, backendMeta, lbInfo, maglevChunk, connKey, connValue];
+export const STRUCTS = [serviceKey, serviceInfo, serviceEkey, lbEpoch, serviceSlot, backendInfo, counter, backendMeta, lbInfo, maglevChunk, connKey, connValue, connEntry, connBucket];
 
 export type ServiceKey = ReturnType<typeof serviceKey.decode>;
 export type ServiceInfo = ReturnType<typeof serviceInfo.decode>;
@@ -95,6 +105,7 @@ export type BackendMeta = ReturnType<typeof backendMeta.decode>;
 export type LbInfo = ReturnType<typeof lbInfo.decode>;
 export type ConnKey = ReturnType<typeof connKey.decode>;
 export type ConnValue = ReturnType<typeof connValue.decode>;
+export type ConnBucket = ReturnType<typeof connBucket.decode>;
 
 /** Values of enum xdp_dr_family and enum service_flag, checked against BTF like the structs. */
 export const FAMILY = { XDP_DR_AF_INET: 4, XDP_DR_AF_INET6: 6 } as const;

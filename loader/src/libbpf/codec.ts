@@ -29,6 +29,19 @@ export function bytes(n: number): Codec<Buffer> {
   };
 }
 
+/** A C array of n elements of one codec. */
+export function array<T>(of: Codec<T>, n: number): Codec<T[]> {
+  return {
+    size: of.size * n,
+    align: of.align,
+    encode(v, b, o) {
+      if (v.length !== n) throw new RangeError(`expected ${n} elements, got ${v.length}`);
+      v.forEach((e, i) => of.encode(e, b, o + i * of.size));
+    },
+    decode: (b, o) => Array.from({ length: n }, (_, i) => of.decode(b, o + i * of.size)),
+  };
+}
+
 export interface FieldLayout { name: string; offset: number; size: number }
 
 export interface StructCodec<T> extends Codec<T> {
