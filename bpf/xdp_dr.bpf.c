@@ -13,6 +13,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Load-time constants: the same seed on every node makes every node pick the same backend for a flow. */
 const volatile __u32 hash_seed = 0;
+/* 2^32 / HZ, from the loader: jiffies times this, shifted down 32 bits, is seconds. The verifier inlines
+ * bpf_jiffies64 as one load, where bpf_ktime_get_coarse_ns is a call, and a tracked packet reads the clock. */
+const volatile __u64 clock_mult = 0;
 /* Not read by the program: it keeps the enums in BTF for the loader. */
 const volatile struct xdp_dr_enums enums_in_btf;
 
@@ -198,6 +201,12 @@ static __always_inline struct conn_entry *conn_lookup(__u32 h, const struct conn
 	return e ? e : conn_in(conn_bucket_at(conn_bucket2(h, seed64(), CONN_BUCKETS)), k);
 }
 
+/* The connection table's clock, in seconds. */
+static __always_inline __u32 conn_now(void)
+{
+	return (bpf_jiffies64() * clock_mult) >> 32;
+}
+
 /* A record still binds by age: open and idle at most the idle timeout, or closing for at most the closing one. */
 static __always_inline int conn_live(const struct conn_value *cv, __u32 now)
 {
@@ -360,7 +369,7 @@ static __always_inline int serve_tracked(struct xdp_md *ctx, struct ethhdr *eth,
 					 const struct conn_words *k, __u32 h, __u32 pick, __u8 tcp_flags, __u32 epoch,
 					 __u64 bytes)
 {
-	__u32 now = bpf_ktime_get_coarse_ns() >> 30, svc_id = svc->id, bid;
+	__u32 now = conn_now(), svc_id = svc->id, bid;
 	struct conn_entry *rec = conn_lookup(h, k);
 	struct backend_info *be;
 	int stat;
@@ -450,7 +459,7 @@ static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l
 		conn_words_of(&f, &ck);
 		rec = conn_lookup(flow_hash(&f, 0), &ck);
 		/* No TCP flags: a closing record holds for its closing timeout, as for the close's last packets. */
-		if (rec && rec->value.service == svc_id && conn_holds(&rec->value, 0, bpf_ktime_get_coarse_ns() >> 30)) {
+		if (rec && rec->value.service == svc_id && conn_holds(&rec->value, 0, conn_now())) {
 			be = conn_backend(&rec->value, epoch);
 			if (be) {
 				bid = rec->value.backend;

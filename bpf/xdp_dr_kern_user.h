@@ -88,7 +88,7 @@ struct conn_value {
 	__u32 backend; /* backend id */
 	__u32 gen;     /* that backend's gen when recorded */
 	__u32 service; /* service id */
-	__u32 seen;    /* last packet, in units of 2^30 ns (about a second) of the coarse monotonic clock */
+	__u32 seen;    /* last packet, in seconds of the kernel's jiffies clock */
 	__u32 state;   /* enum conn_state */
 };
 

@@ -106,7 +106,7 @@ test('a record idle longer than the timeout no longer binds its flow', async () 
       const before = FLOWS.map((f) => syn(dp, TRACKED, f));
       await change([svc(TRACKED, [be(1), be(2), be(3), be(4)])]);
       assert.deepEqual(FLOWS.map((f) => ack(dp, TRACKED, f)), before, 'bound while fresh');
-      // The clock is read in units of 2^30 ns, so a timeout of 1 has surely passed after 2.2 s.
+      // The clock counts whole seconds, so a timeout of 1 has surely passed after 2.2 s.
       await new Promise((r) => setTimeout(r, 2200));
       const after = FLOWS.map((f) => ack(dp, TRACKED, f));
       assert.ok(after.some((m, i) => m !== before[i]), 'idle flows follow the new table');
@@ -165,7 +165,7 @@ test('when both buckets of a new flow are full, the record seen longest ago make
       await change([svc(TRACKED, [be(1), be(2), be(3)])]);
       const [a, b, c, d, e, g] = flowsWhere(dp, 6, (b1, b2) => b1 === 0 && b2 === 0);
       for (const f of [a, b, c, d]) syn(dp, TRACKED, f);
-      // The clock is read in units of 2^30 ns: after 1.2 s the refreshed records are surely newer.
+      // The clock counts whole seconds: after 1.2 s the refreshed records are surely newer.
       await new Promise((r) => setTimeout(r, 1200));
       for (const f of [b, d]) ack(dp, TRACKED, f);
       const fresh = events(dp).fresh;

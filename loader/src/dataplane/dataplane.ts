@@ -13,6 +13,7 @@ import {
   ServiceKey, ServiceInfo, BackendInfo, Counter, BackendMeta, LbInfo, ServiceEkey, LbEpoch,
 } from './layout';
 import { ConnTable } from './conntable';
+import { clockMult, kernelHz } from './clock';
 import { createHash } from 'node:crypto';
 import { ensureObject, BuildOptions } from './build';
 import { isPrime } from '../maglev';
@@ -125,7 +126,7 @@ export class Dataplane {
     fs.mkdirSync(opts.pinDir, { recursive: true });
     let obj: BpfObject;
     try {
-      obj = BpfObject.open(objPath, { pinRoot: opts.pinDir, constants: { hash_seed: opts.hashSeed ?? 0 } });
+      obj = BpfObject.open(objPath, { pinRoot: opts.pinDir, constants: { hash_seed: opts.hashSeed ?? 0, clock_mult: clockMult(kernelHz()) } });
     } catch (e) {
       if (!existed) removePinDir(opts.pinDir);
       throw e;
