@@ -16,7 +16,7 @@ ts: setup
 
 # The clang flags live in one place (loader/src/dataplane/build.ts), which the loader also uses on demand.
 bpf: ts
-	$(Q)$(NODE) dist/loader/src/dataplane/build.js xdp_dr xdp_min xdp_pass xdp_gen xdp_sink
+	$(Q)$(NODE) dist/loader/src/dataplane/build.js xdp_dr xdp_min xdp_ref_dr xdp_pass xdp_gen xdp_sink
 
 build: ts bpf
 

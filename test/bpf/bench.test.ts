@@ -1,5 +1,5 @@
 // The benchmark's machinery in the real kernel (no timings are asserted: the machine is shared): test-run
-// contexts, the live generator's per-frame tuples, and one short live run end to end.
+// contexts, the live generator's per-frame tuples, one short live run end to end, and a short micro run.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BpfObject, testRun, xdpContext, ifindexOf, XDP_ACTION, BpfError } from '../../loader/src/libbpf';
@@ -7,6 +7,7 @@ import { ensureObject } from '../../loader/src/dataplane/build';
 import { buildFrame, parseFrame } from '../../loader/src/packet';
 import { pinToCpu } from '../../loader/src/bench/netns';
 import { runLive } from '../../loader/src/bench/live';
+import { runMicro, MICRO_CASES } from '../../loader/src/bench/micro';
 
 const frame = buildFrame({ src: '198.18.0.1', dst: '10.0.0.100', sport: 1, dport: 80, proto: 'udp', padTo: 60 });
 
@@ -59,4 +60,20 @@ test('live: frames go through the attached program and are counted at the far en
   assert.ok(r.value! > 0 && r.reference_value! > 0, JSON.stringify(r));
   // Everything the load balancer counted as sent arrived, give or take the frames in flight at the window's ends.
   assert.ok(Math.abs((r.params.lb_counter_mpps as number) - r.value!) <= 0.05 * r.value!, JSON.stringify(r.params));
+});
+
+test('bench micro runs every case with the action it claims, against both reference programs', () => {
+  const results = runMicro({ repeat: 1000, runs: 1 });
+  for (const c of MICRO_CASES) {
+    const r = results.find((x) => x.name === c.name);
+    assert.ok(r, `a result for ${c.name}`);
+    assert.equal(r.params.action, c.action);
+  }
+  const names = results.map((r) => r.name);
+  for (const want of ['against the same packet untracked', 'straightforward DR program', 'against the straightforward DR program', 'SYN of a new flow'])
+    assert.ok(names.some((n) => n.includes(want)), `a result for '${want}'`);
+  for (const r of results) {
+    assert.ok(r.value! > 0 && r.reference_value! > 0, `${r.name}: figures measured`);
+    if (r.params.paired_ratio !== undefined) assert.ok(Number(r.params.paired_ratio) > 0);
+  }
 });

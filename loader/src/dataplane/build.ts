@@ -88,7 +88,7 @@ export function ensureObject(program = 'xdp_dr', defines: BuildOptions = {}, for
 if (require.main === module) {
   // `node build.js [program...]`: what `make` runs.
   const programs = process.argv.slice(2);
-  for (const p of programs.length ? programs : ['xdp_dr', 'xdp_min', 'xdp_pass', 'xdp_gen', 'xdp_sink']) {
+  for (const p of programs.length ? programs : ['xdp_dr', 'xdp_min', 'xdp_ref_dr', 'xdp_pass', 'xdp_gen', 'xdp_sink']) {
     try {
       console.log(path.relative(ROOT, ensureObject(p, {}, true)));
     } catch (e) {
