@@ -59,6 +59,14 @@ static __always_inline __u32 conn_bucket2(__u32 h, __u64 seed, __u32 n)
 	return ((hash_word(h, seed, FLOW_HASH_K3) >> 32) * n) >> 32;
 }
 
+/* The check word of a connection record: the record's 5-tuple hash h with the fields a packet is routed by. A record
+ * whose key and value come from different writes fails it (but for a chance of 2^-32). */
+static __always_inline __u32 conn_check(__u32 h, __u32 backend, __u32 gen, __u32 service, __u64 seed)
+{
+	return (hash_word(backend | (__u64)gen << 32, seed, FLOW_HASH_K1) +
+		hash_word(service | (__u64)h << 32, seed, FLOW_HASH_K2)) >> 32;
+}
+
 /* Service index slot of a key, from its words as they sit in memory (little-endian loads, the port in network
  * order): folded, then Fibonacci hashing keeps the top bits. The loader computes the same (serviceIndexSlot). */
 static __always_inline __u32 service_index_slot(const __u32 addr[4], __u16 port, __u8 proto, __u8 family, int bits)

@@ -250,14 +250,12 @@ static __always_inline struct conn_entry *conn_room(struct conn_bucket *b, __u32
 
 /* Writes a flow's record: over its old one (rec), else into whichever of its two buckets has more room (the first
  * when they tie: it is looked in first), else over the record seen longest ago in the two. Choosing the emptier
- * bucket keeps buckets evenly filled, so that both are full for almost no flow. The key's last word goes last and
- * is cleared first, so that a reader on another CPU never matches a record half written (x86 keeps stores in
- * order; elsewhere such a reader can at worst take a backend whose gen check then fails). */
+ * bucket keeps buckets evenly filled, so that both are full for almost no flow. h is the flow's 5-tuple hash. */
 static __always_inline void conn_write(struct conn_entry *rec, __u32 h, const struct conn_words *k,
 				       const struct conn_value *v)
 {
 	struct conn_entry *e = rec;
-	volatile __u64 *w;
+	__u64 *w;
 
 	if (!e) {
 		__u32 free1, free2, age1, age2;
@@ -272,16 +270,29 @@ static __always_inline void conn_write(struct conn_entry *rec, __u32 h, const st
 		if (!e)
 			return;
 	}
-	w = (volatile __u64 *)&e->key;
-	w[4] = 0;
-	barrier();
+	w = (__u64 *)&e->key;
 	w[0] = k->w0;
 	w[1] = k->w1;
 	w[2] = k->w2;
 	w[3] = k->w3;
-	e->value = *v;
-	barrier();
 	w[4] = k->w4;
+	e->value = *v;
+	e->check = conn_check(h, v->backend, v->gen, v->service, seed64());
+}
+
+/* A record's value, each field read once, and whether it is whole: written by one write for the flow whose
+ * 5-tuple hash is h. Another CPU may be rewriting it, so the fields are read once into *cv (volatile loads: the
+ * compiler may not read them again later) and checked there. */
+static __always_inline int conn_read(const struct conn_entry *rec, __u32 h, struct conn_value *cv)
+{
+	const volatile struct conn_entry *e = rec;
+
+	cv->backend = e->value.backend;
+	cv->gen = e->value.gen;
+	cv->service = e->value.service;
+	cv->seen = e->value.seen;
+	cv->state = e->value.state;
+	return e->check == conn_check(h, cv->backend, cv->gen, cv->service, seed64());
 }
 
 /* Word loads rather than six byte loads: the MACs sit at the start of a 4-byte aligned map value. */
@@ -371,16 +382,17 @@ static __always_inline int serve_tracked(struct xdp_md *ctx, struct ethhdr *eth,
 {
 	__u32 now = conn_now(), svc_id = svc->id, bid;
 	struct conn_entry *rec = conn_lookup(h, k);
+	struct conn_value cv;
 	struct backend_info *be;
 	int stat;
 
-	if (rec && rec->value.service == svc_id && conn_holds(&rec->value, tcp_flags, now)) {
-		be = conn_backend(&rec->value, epoch);
+	if (rec && conn_read(rec, h, &cv) && cv.service == svc_id && conn_holds(&cv, tcp_flags, now)) {
+		be = conn_backend(&cv, epoch);
 		if (be) {
-			bid = rec->value.backend;
-			if ((tcp_flags & (TCP_FIN | TCP_RST)) && rec->value.state != CONN_CLOSING)
+			bid = cv.backend;
+			if ((tcp_flags & (TCP_FIN | TCP_RST)) && cv.state != CONN_CLOSING)
 				rec->value.state = CONN_CLOSING;
-			if (rec->value.seen != now)
+			if (cv.seen != now)
 				rec->value.seen = now;
 			event(XDP_DR_EV_CONN_HIT);
 			return forward(ctx, eth, be, svc_id, bid, bytes);
@@ -421,6 +433,7 @@ static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l
 	struct backend_info *be;
 	struct conn_words ck;
 	struct conn_entry *rec;
+	struct conn_value cv;
 	__u32 room, svc_id, bid, epoch;
 	int stat;
 
@@ -456,13 +469,15 @@ static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l
 		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
 	svc_id = svc->id;
 	if (f.proto == IPPROTO_TCP && (svc->flags & SERVICE_F_CONN_TABLE)) {
+		__u32 h = flow_hash(&f, 0);
+
 		conn_words_of(&f, &ck);
-		rec = conn_lookup(flow_hash(&f, 0), &ck);
+		rec = conn_lookup(h, &ck);
 		/* No TCP flags: a closing record holds for its closing timeout, as for the close's last packets. */
-		if (rec && rec->value.service == svc_id && conn_holds(&rec->value, 0, conn_now())) {
-			be = conn_backend(&rec->value, epoch);
+		if (rec && conn_read(rec, h, &cv) && cv.service == svc_id && conn_holds(&cv, 0, conn_now())) {
+			be = conn_backend(&cv, epoch);
 			if (be) {
-				bid = rec->value.backend;
+				bid = cv.backend;
 				goto out;
 			}
 		}

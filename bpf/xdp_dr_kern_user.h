@@ -92,14 +92,15 @@ struct conn_value {
 	__u32 state;   /* enum conn_state */
 };
 
-/* The connection table is an array of buckets, each of CONN_WAYS (xdp_dr_limits.h) records. A flow's record sits in one of two
- * buckets that its hash names (conn_buckets in hash.h), so that a full bucket does not push out a live flow while
- * the other has room. CPUs write records without a lock; a reader that sees a record half written finds a key that
- * matches no flow, or a backend whose gen does not match, and picks from the Maglev table as for a new flow. */
+/* The connection table is an array of buckets, each of CONN_WAYS (xdp_dr_limits.h) records. A flow's record sits in
+ * one of two buckets that its hash names (conn_bucket1/2 in hash.h), so that a full bucket does not push out a live
+ * flow while the other has room. CPUs write records without a lock, so a reader can see a record half rewritten,
+ * and two CPUs writing one record at once can leave one flow's key with another's value: the check word, a hash
+ * of the key's flow hash and the fields that route (conn_check in hash.h), tells such a record from a whole one. */
 struct conn_entry {
 	struct conn_key key; /* family 0: empty */
 	struct conn_value value;
-	__u32 reserved;
+	__u32 check; /* conn_check of the key's 5-tuple hash, value.backend, value.gen and value.service */
 };
 
 struct conn_bucket {

@@ -2,11 +2,11 @@
 // a flow's record in one of the two buckets its 5-tuple hash names (conn_bucket1/2 in bpf/hash.h).
 import { RawMap, TypedMap } from '../libbpf';
 import { u32 } from '../libbpf/codec';
-import { connBucket, connKey, ConnKey, ConnValue, CONN_WAYS } from './layout';
-import { addressWords, connBuckets, flowHashWords } from './flowhash';
+import { connBucket, connKey, ConnBucket, ConnKey, ConnValue, CONN_WAYS } from './layout';
+import { addressWords, connBuckets, connCheck, flowHashWords } from './flowhash';
 
 export class ConnTable {
-  readonly buckets: TypedMap<number, ReturnType<typeof connBucket.decode>>;
+  readonly buckets: TypedMap<number, ConnBucket>;
 
   /** seed: the program's hash_seed, which places records; read when needed (it is known once the LB is loaded). */
   constructor(readonly raw: RawMap, private readonly seed: () => number) {
@@ -18,13 +18,22 @@ export class ConnTable {
     return this.raw.info.maxEntries * CONN_WAYS;
   }
 
-  /** The two buckets a flow's record may sit in. */
-  bucketsOf(key: ConnKey): [number, number] {
+  /** A flow's 5-tuple hash, which places its record and enters its check word. */
+  private hashOf(key: ConnKey): number {
     const words = (a: Buffer) => addressWords(key.family === 4 ? a.subarray(0, 4) : a);
     // The ports word as the program loads it: bytes 32..35 of the key.
     const ports = connKey.toBuffer(key).readUInt32LE(32);
-    const h = flowHashWords(this.seed(), words(key.src), words(key.dst), ports, false);
-    return connBuckets(h, this.seed(), this.raw.info.maxEntries);
+    return flowHashWords(this.seed(), words(key.src), words(key.dst), ports, false);
+  }
+
+  /** The two buckets a flow's record may sit in. */
+  bucketsOf(key: ConnKey): [number, number] {
+    return connBuckets(this.hashOf(key), this.seed(), this.raw.info.maxEntries);
+  }
+
+  /** Whether a record is whole, as the program tells (a record two writes mixed is no record). */
+  private whole(e: ConnBucket['way'][number]): boolean {
+    return e.key.family !== 0 && e.check === connCheck(this.hashOf(e.key), e.value.backend, e.value.gen, e.value.service, this.seed());
   }
 
   /** A flow's record, whatever its age: the program decides whether it still binds. */
@@ -33,16 +42,16 @@ export class ConnTable {
     for (const b of new Set(this.bucketsOf(key))) {
       const bucket = this.buckets.lookup(b);
       const hit = bucket?.way.find((e) => e.key.family !== 0 && connKey.toBuffer(e.key).equals(want));
-      if (hit) return hit.value;
+      if (hit) return this.whole(hit) ? hit.value : undefined;
     }
     return undefined;
   }
 
-  /** Every record held, in bucket order. */
+  /** Every whole record held, in bucket order. */
   all(): [ConnKey, ConnValue][] {
     const out: [ConnKey, ConnValue][] = [];
     for (const [, bucket] of this.buckets.all({ skipZero: true }))
-      for (const e of bucket.way) if (e.key.family !== 0) out.push([e.key, e.value]);
+      for (const e of bucket.way) if (this.whole(e)) out.push([e.key, e.value]);
     return out;
   }
 

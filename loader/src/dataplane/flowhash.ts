@@ -57,3 +57,10 @@ export function connBuckets(h: number, seed: number, n: number): [number, number
   const scale = (x: bigint) => Number((x * BigInt(n)) >> 32n);
   return [scale(BigInt(h >>> 0)), scale(hashWord(BigInt(h >>> 0), seed64(seed), K[3]) >> 32n)];
 }
+
+/** The check word of a connection record (conn_check, bpf/hash.h): h is the record's 5-tuple hash. */
+export function connCheck(h: number, backend: number, gen: number, service: number, seed: number): number {
+  const s64 = seed64(seed);
+  const sum = hashWord(pair(backend, gen), s64, K[1]) + hashWord(pair(service, h), s64, K[2]);
+  return Number(((sum & M64) >> 32n) & 0xffffffffn);
+}

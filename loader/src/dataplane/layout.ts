@@ -59,7 +59,7 @@ export const connValue = struct('conn_value', [
 export const connEntry = struct('conn_entry', [
   ['key', connKey],
   ['value', connValue],
-  ['reserved', u32],
+  ['check', u32],
 ] as const);
 
 /** Records in a bucket of the connection table (CONN_WAYS, checked against BTF). */
