@@ -153,6 +153,8 @@ enum xdp_dr_build {
 	XDP_DR_MAGLEV_CHUNK = MAGLEV_CHUNK,
 	XDP_DR_SERVICE_INDEX_BITS = SERVICE_INDEX_BITS,
 	XDP_DR_CONN_WAYS = CONN_WAYS,
+	XDP_DR_CONN_IDLE_TIMEOUT_S = CONN_IDLE_TIMEOUT_S,
+	XDP_DR_CONN_CLOSING_TIMEOUT_S = CONN_CLOSING_TIMEOUT_S,
 };
 
 /* Control-plane bookkeeping, never read by the program: what the CLI shows back and rebuilds tables from,

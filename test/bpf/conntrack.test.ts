@@ -11,6 +11,8 @@ import { CONN_STATE, CONN_WAYS, XDP_DR_EVENT, type ConnKey } from '../../loader/
 import { buildFrame, ipToBytes, macToString, TCP_FLAGS } from '../../loader/src/packet';
 import { withLb } from '../lib/dataplane';
 import type { RawService } from '../../loader/src/lb/desired';
+import { readConnections } from '../../loader/src/lb/connections';
+import { readState } from '../../loader/src/lb/state';
 
 const mac = (n: number) => `02:00:00:00:00:${n.toString(16).padStart(2, '0')}`;
 const be = (n: number, weight = 1) => ({ address: `10.1.0.${n}`, mac: mac(n), weight });
@@ -210,4 +212,31 @@ test('records rewritten on two CPUs at once never send a packet to another flow\
     },
     { build: { MAX_CONNS: 2 * CONN_WAYS } },
   );
+});
+
+test('the records as list --connections shows them: client, VIP, real server, state and time left', async () => {
+  await withLb(async (dp, change) => {
+    await change([svc(TRACKED, [be(1), be(2), be(3)])]);
+    const flows = FLOWS.slice(0, 30);
+    const macs = flows.map((f) => syn(dp, TRACKED, f));
+    send(dp, TRACKED, flows[0], TCP_FLAGS.FIN | TCP_FLAGS.ACK);
+    let rows = readConnections(dp, readState(dp));
+    assert.equal(rows.length, flows.length);
+    for (const [i, f] of flows.entries()) {
+      const r = rows.find((x) => x.client === f.src && x.client_port === f.sport)!;
+      assert.ok(r, `a row for ${f.src}:${f.sport}`);
+      assert.deepEqual([r.vip, r.port, r.service], [TRACKED, 80, `${TRACKED}:80/tcp`]);
+      assert.equal(mac(Number(r.real_server!.split('.')[3])), macs[i], 'the real server the packet went to');
+      // The loader's clock agrees with the program's to within a second.
+      assert.ok(r.idle_s <= 1, `idle ${r.idle_s} s just after the SYN`);
+      if (i === 0) assert.deepEqual([r.state, r.expires_in_s <= 10], ['closing', true]);
+      else assert.deepEqual([r.state, r.expires_in_s >= 898], ['open', true]);
+    }
+    // Backend 2 removed: its flows' records no longer name a real server; the others stay.
+    await change([svc(TRACKED, [be(1), be(3)])]);
+    rows = readConnections(dp, readState(dp));
+    const gone = rows.filter((r) => r.real_server === null).length;
+    assert.equal(gone, macs.filter((m) => m === mac(2)).length);
+    assert.ok(gone > 0);
+  });
 });

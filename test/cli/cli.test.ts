@@ -152,6 +152,18 @@ test('real traffic through lb0: list --stats and --rate count what the program f
   assert.match(lab.ok('list', '--stats'), /^data path: TX \d+/m);
 });
 
+test('list --connections shows the record a SYN wrote, with its real server', () => {
+  const sim = JSON.parse(lab.ok('simulate', '192.0.2.77:4242', VIP, '--json'));
+  const rows = (JSON.parse(lab.ok('list', '--connections', '--json')) as {
+    load_balancers: { connections: { client: string; client_port: number; vip: string; port: number; real_server: string; state: string; expires_in_s: number }[] }[];
+  }).load_balancers[0].connections;
+  const row = rows.find((r) => r.client === '192.0.2.77' && r.client_port === 4242);
+  assert.ok(row, JSON.stringify(rows));
+  assert.deepEqual([row.vip, row.port, row.state, row.real_server], ['10.77.0.100', 80, 'open', sim.backends[0].address]);
+  assert.match(lab.ok('list', '-c'), /^TCP +\d\d:\d\d +open +192\.0\.2\.77:4242 +10\.77\.0\.100:80 +10\.77\.0\.1\d$/m);
+  assert.equal(lab.run('list', '-c', '--stats').code, 2);
+});
+
 test('apply -c: --dry-run shows the difference and writes nothing; apply makes it so; again is a no-op', () => {
   const file = lab.writeConfig('lb.yaml', [
     'hash_seed: 99',

@@ -59,3 +59,13 @@ export function kernelHz(): number {
 export function clockMult(hz: number): bigint {
   return (1n << 32n) / BigInt(hz);
 }
+
+/**
+ * Now on the program's clock (seconds of jiffies, as conn_now reads it), from CLOCK_MONOTONIC: the kernel advances
+ * jiffies from the monotonic clock, one per tick, from INITIAL_JIFFIES (300 s before the 32-bit wrap). Within a
+ * tick or two of the program's own reading: for showing how long ago a record was seen.
+ */
+export function connClockNow(hz = kernelHz()): number {
+  const ticks = BigInt(2 ** 32 - 300 * hz) + (process.hrtime.bigint() * BigInt(hz)) / 1_000_000_000n;
+  return Number((ticks * clockMult(hz)) >> 32n);
+}

@@ -84,6 +84,8 @@ export class Dataplane {
   readonly limits: Limits;
   /** Global counter slots by name (TX, PASS_NO_SERVICE, ...), from enum xdp_dr_stat in the object's BTF. */
   statIds = new Map<string, number>();
+  /** The build's connection-table timeouts in seconds (enum xdp_dr_build), when its BTF is at hand. */
+  connTimeouts?: { idle: number; closing: number };
 
   private constructor(
     readonly pinDir: string,
@@ -149,6 +151,7 @@ export class Dataplane {
       const dp = new Dataplane(opts.pinDir, maps, obj, obj.programFd(PROGRAM));
       dp.limits.tableSize = tableSize;
       dp.statIds = statEnum(obj.btf.enumValues('xdp_dr_stat'));
+      dp.connTimeouts = connTimeoutsOf(obj.btf.enumValues('xdp_dr_build'));
       if (dp.statIds.size !== maps.stats.info.maxEntries)
         throw new Error(`enum xdp_dr_stat has ${dp.statIds.size} counters but the stats map ${maps.stats.info.maxEntries} slots`);
       const prior = dp.lbInfo.lookup(0);
@@ -186,6 +189,7 @@ export class Dataplane {
         const btf = Btf.fromKernel(maps.stats!.info.btfId);
         try {
           dp.statIds = statEnum(btf.enumValues('xdp_dr_stat'));
+          dp.connTimeouts = connTimeoutsOf(btf.enumValues('xdp_dr_build'));
         } finally {
           btf.close();
         }
@@ -589,6 +593,12 @@ function membarrierGlobal(): boolean {
 
 function sameKey(a: ServiceKey, b: ServiceKey): boolean {
   return a.port === b.port && a.proto === b.proto && a.family === b.family && a.addr.equals(b.addr);
+}
+
+function connTimeoutsOf(build: Map<string, number>): { idle: number; closing: number } | undefined {
+  const idle = build.get('XDP_DR_CONN_IDLE_TIMEOUT_S');
+  const closing = build.get('XDP_DR_CONN_CLOSING_TIMEOUT_S');
+  return idle === undefined || closing === undefined ? undefined : { idle, closing };
 }
 
 export function statEnum(values: Map<string, number>): Map<string, number> {

@@ -1,4 +1,5 @@
-// xdp-dr list: the running services and real servers, laid out like `ipvsadm -L -n` (--stats, --rate).
+// xdp-dr list: the running services and real servers, laid out like `ipvsadm -L -n` (--stats, --rate), or the
+// connection table, like `ipvsadm -L -c` (--connections).
 import { Command } from 'commander';
 import { Dataplane } from '../../dataplane/dataplane';
 import { Counter } from '../../dataplane/layout';
@@ -6,6 +7,7 @@ import { serviceName } from '../../config';
 import { UsageError } from '../../errors';
 import { attachedInterfaces, chooseInterface, openLb } from '../../lb/instance';
 import { readState, LbState } from '../../lb/state';
+import { readConnections, ConnectionRow } from '../../lb/connections';
 import { linkByIndex } from '../../lb/netif';
 import { addLbOption, examples, out } from '../common';
 
@@ -15,6 +17,7 @@ interface Opts {
   rate?: boolean;
   interval?: string;
   json?: boolean;
+  connections?: boolean;
 }
 
 interface Sample {
@@ -124,6 +127,16 @@ function svcText(s: { vip: string; port: number }): string {
   return `${s.vip.includes(':') ? `[${s.vip}]` : s.vip}:${s.port}`;
 }
 
+function connectionsText(iface: string, rows: ConnectionRow[]): void {
+  const mmss = (s: number) => `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
+  out(`xdp-dr on ${iface}: ${rows.length} connection record${rows.length === 1 ? '' : 's'}`);
+  out(`${'Prot'.padEnd(5)}${'Expires'.padEnd(9)}${'State'.padEnd(9)}${'Client'.padEnd(42)}${'VIP:Port'.padEnd(42)}RealServer`);
+  for (const r of rows) {
+    const client = svcText({ vip: r.client, port: r.client_port });
+    out(`${'TCP'.padEnd(5)}${mmss(r.expires_in_s).padEnd(9)}${r.state.padEnd(9)}${client.padEnd(42)}${svcText(r).padEnd(42)}${r.real_server ?? '(gone: re-picked on its next packet)'}`);
+  }
+}
+
 export function listCommand(): Command {
   return examples(
     addLbOption(new Command('list'))
@@ -132,14 +145,22 @@ export function listCommand(): Command {
       .option('--stats', 'packets and bytes forwarded per service and real server, and the data-path counters')
       .option('--rate', 'packets and bits per second, measured over --interval')
       .option('--interval <seconds>', 'measuring interval for --rate', '1')
+      .option('-c, --connections', 'the connection table: each record that still binds its flow, with its real server and expiry')
       .option('--json', 'one JSON document instead of the table')
       .action(async (o: Opts) => {
+        if (o.connections && (o.stats || o.rate)) throw new UsageError('--connections lists connection records: use it without --stats or --rate');
         const interval = Number(o.interval);
         if (!(interval > 0 && interval <= 3600)) throw new UsageError(`--interval: must be a number of seconds in (0, 3600], got '${o.interval}'`);
         const ifaces = o.lb !== undefined ? [chooseInterface(o.lb)] : attachedInterfaces();
         if (!ifaces.length) throw new UsageError("xdp-dr is not attached to any interface: start with 'xdp-dr attach <iface>'");
         const lbs = ifaces.map((iface) => ({ iface, dp: openLb(iface) }));
         try {
+          if (o.connections) {
+            const views = lbs.map(({ iface, dp }) => ({ interface: iface, connections: readConnections(dp, readState(dp)) }));
+            if (o.json) out(JSON.stringify({ load_balancers: views }, null, 2));
+            else views.forEach((v, i) => (i && out(), connectionsText(v.interface, v.connections)));
+            return;
+          }
           const first = lbs.map(({ dp }) => sample(dp));
           let second: Sample[] | undefined;
           if (o.rate) {
@@ -153,6 +174,6 @@ export function listCommand(): Command {
           for (const { dp } of lbs) dp.close();
         }
       }),
-    ['xdp-dr list', 'xdp-dr list --stats', 'xdp-dr list --rate --interval 5', 'xdp-dr list --json --lb eth0'],
+    ['xdp-dr list', 'xdp-dr list --stats', 'xdp-dr list --rate --interval 5', 'xdp-dr list -c', 'xdp-dr list --json --lb eth0'],
   );
 }
