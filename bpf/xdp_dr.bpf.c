@@ -266,6 +266,9 @@ static __always_inline void conn_write(struct conn_entry *rec, __u32 h, const st
 			e2 = conn_room(conn_bucket_at(conn_bucket2(h, seed64(), CONN_BUCKETS)), v->seen, &free2, &age2);
 			if (e2 && (!e || free2 > free1 || (!free1 && !free2 && age2 > age1)))
 				e = e2;
+			/* A flow that still had a binding record loses it: a sign that MAX_CONNS is too small. */
+			if (!free1 && !free2)
+				event(XDP_DR_EV_CONN_EVICTED);
 		}
 		if (!e)
 			return;

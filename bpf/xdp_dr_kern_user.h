@@ -133,6 +133,7 @@ enum xdp_dr_event {
 	XDP_DR_EV_CONN_HIT = 0, /* a TCP packet followed its connection record */
 	XDP_DR_EV_CONN_NEW,     /* a connection record was written (new flow, or its record no longer held) */
 	XDP_DR_EV_ICMP_ROUTED,  /* an ICMP error about a flow was sent to that flow's backend */
+	XDP_DR_EV_CONN_EVICTED, /* a new record took the place of a live one (both its buckets were full) */
 	XDP_DR_EV_MAX,
 };
 

@@ -30,8 +30,11 @@ function send(dp: Dataplane, vip: string, f: { src: string; sport: number }, fla
 const syn = (dp: Dataplane, vip: string, f: { src: string; sport: number }) => send(dp, vip, f, TCP_FLAGS.SYN).mac;
 const ack = (dp: Dataplane, vip: string, f: { src: string; sport: number }) => send(dp, vip, f, TCP_FLAGS.ACK).mac;
 
-function events(dp: Dataplane): { hit: number; fresh: number } {
-  return { hit: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_HIT), fresh: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_NEW) };
+function events(dp: Dataplane): { hit: number; fresh: number; evicted: number } {
+  return {
+    hit: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_HIT), fresh: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_NEW),
+    evicted: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_EVICTED),
+  };
 }
 
 test('adding a backend moves no open flow on a tracked service; without the table some move', async (t) => {
@@ -160,6 +163,7 @@ test('flows that share a first bucket also use their second ones, and keep their
     assert.ok(inFirst >= 1 && inFirst <= flows.length - 2, `${inFirst} of ${flows.length} in the shared bucket, the rest in their second ones`);
     await change([svc(TRACKED, [be(1), be(2), be(3), be(4), be(5)])]);
     assert.deepEqual(flows.map((f) => ack(dp, TRACKED, f)), before, 'all of them stayed, also those in their second bucket');
+    assert.equal(events(dp).evicted, 0, 'no live record made room');
   }, { build: { MAX_CONNS: 16 * CONN_WAYS } }); // 16 buckets, so that one client's ports soon share a first bucket
 });
 
@@ -176,6 +180,7 @@ test('when both buckets of a new flow are full, the record seen longest ago make
       const fresh = events(dp).fresh;
       for (const f of [e, g]) syn(dp, TRACKED, f);
       assert.equal(events(dp).fresh, fresh + 2, 'the new flows were recorded');
+      assert.equal(events(dp).evicted, 2, 'each took the place of a live record, and said so');
       const recorded = (f: { src: string; sport: number }) => dp.conns.lookup(keyOf(f)) !== undefined;
       assert.deepEqual([a, b, c, d, e, g].map(recorded), [false, true, false, true, true, true],
         'the two records not seen since went; the refreshed ones stayed');

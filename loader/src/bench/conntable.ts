@@ -9,6 +9,7 @@ import { prepare, apply } from '../lb/change';
 import { Journal } from '../lb/apply';
 import type { RawService } from '../lb/desired';
 import { buildFrame, macToString, TCP_FLAGS } from '../packet';
+import { XDP_DR_EVENT } from '../dataplane/layout';
 import { BenchResult, result } from './result';
 
 export interface ConnTableOptions {
@@ -45,7 +46,8 @@ export async function runConnTable(opts: Partial<ConnTableOptions> = {}): Promis
     }
     // A flow without a record (its two buckets full) would follow Maglev: count them, not just the moves.
     const recorded = dp.conns.all().length;
-    o.log?.(`  ${o.flows} flows opened on ${o.backends} backends; ${recorded} records held, in a table of ${dp.conns.capacity}`);
+    const evicted = dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_EVICTED);
+    o.log?.(`  ${o.flows} flows opened on ${o.backends} backends; ${recorded} records held, in a table of ${dp.conns.capacity}; ${evicted} live records evicted`);
     await change(o.backends + 1);
     let movedOn = 0;
     let movedOff = 0;
@@ -57,7 +59,7 @@ export async function runConnTable(opts: Partial<ConnTableOptions> = {}): Promis
     const params = { flows: o.flows, backends_before: o.backends, backends_after: o.backends + 1 };
     return [
       result(`established flows moved by adding 1 backend to ${o.backends}, connection table on`, movedOn / o.flows, 'fraction',
-        { ...params, moved: movedOn, records: recorded, table_capacity: dp.conns.capacity }, { name: 'Maglev alone, ideal 1/(N+1)', value: ideal }),
+        { ...params, moved: movedOn, records: recorded, evicted, table_capacity: dp.conns.capacity }, { name: 'Maglev alone, ideal 1/(N+1)', value: ideal }),
       result(`established flows moved by adding 1 backend to ${o.backends}, connection table off`, movedOff / o.flows, 'fraction',
         { ...params, moved: movedOff }, { name: 'Maglev alone, ideal 1/(N+1)', value: ideal }),
     ];

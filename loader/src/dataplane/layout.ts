@@ -112,7 +112,9 @@ export const FAMILY = { XDP_DR_AF_INET: 4, XDP_DR_AF_INET6: 6 } as const;
 export const SERVICE_FLAG = { SERVICE_F_HASH_L3: 1, SERVICE_F_CONN_TABLE: 2 } as const;
 export const CONN_STATE = { CONN_OPEN: 0, CONN_CLOSING: 1 } as const;
 /** Slots of the events map (enum xdp_dr_event). */
-export const XDP_DR_EVENT = { XDP_DR_EV_CONN_HIT: 0, XDP_DR_EV_CONN_NEW: 1, XDP_DR_EV_ICMP_ROUTED: 2, XDP_DR_EV_MAX: 3 } as const;
+export const XDP_DR_EVENT = {
+  XDP_DR_EV_CONN_HIT: 0, XDP_DR_EV_CONN_NEW: 1, XDP_DR_EV_ICMP_ROUTED: 2, XDP_DR_EV_CONN_EVICTED: 3, XDP_DR_EV_MAX: 4,
+} as const;
 export const SERVICE_SLOT_FLAG = { SERVICE_SLOT_F_OVERFLOW: 1 } as const;
 
 /** Slot of a service key in the service index: service_index_slot in bpf/hash.h, on the key's bytes as the program

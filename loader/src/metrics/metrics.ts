@@ -75,7 +75,7 @@ export class Metrics {
       (s) => s.backends.map((x) => [x.labels, x.packets]));
     kernelCounter('xdp_dr_backend_bytes_total', 'Bytes forwarded to a backend', BACKEND_LABELS,
       (s) => s.backends.map((x) => [x.labels, x.bytes]));
-    kernelCounter('xdp_dr_conn_table_events_total', 'Connection table: packets that followed a record (hit), records written (new)', ['interface', 'event'],
+    kernelCounter('xdp_dr_conn_table_events_total', 'Connection table: packets that followed a record (hit), records written (new), live records that made room for a new one (evicted: MAX_CONNS is too small)', ['interface', 'event'],
       (s) => s.events.map((e) => [{ interface: e.iface, event: e.event }, e.count]));
     kernelCounter('xdp_dr_icmp_errors_routed_total', 'ICMP errors about a flow (fragmentation needed, ...) sent to that flow\'s backend', ['interface'],
       (s) => s.icmpRouted.map((e) => [{ interface: e.iface }, e.count]));
@@ -178,7 +178,8 @@ function read(src: MetricsSource): Scrape {
       out.outcomes.push({ iface, outcome: name.toLowerCase(), packets: Number(c.packets), bytes: Number(c.bytes) });
     }
     out.events.push({ iface, event: 'hit', count: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_HIT) },
-      { iface, event: 'new', count: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_NEW) });
+      { iface, event: 'new', count: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_NEW) },
+      { iface, event: 'evicted', count: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_EVICTED) });
     out.icmpRouted.push({ iface, count: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_ICMP_ROUTED) });
     const st = readState(dp);
     out.serviceCount.set(iface, st.services.length);
