@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fork, spawn } from 'node:child_process';
+import { fork, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { testRun, XDP_ACTION } from '../../loader/src/libbpf';
 import { Dataplane, PROG_PIN } from '../../loader/src/dataplane/dataplane';
@@ -297,6 +297,30 @@ test('one change at a time: a second process waits for the change lock, or gives
     const t0 = Date.now();
     assert.equal(await withChangeLock(() => 2, { timeoutMs: 5000 }), 2);
     assert.ok(Date.now() - t0 >= 300, 'it waited for the holder');
+  } finally {
+    delete process.env.XDP_DR_PIN_BASE;
+    holder.kill('SIGKILL');
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+});
+
+test('a process that waited for the change lock while the pin base was removed and made again locks the new one', async () => {
+  const base = path.join('/sys/fs/bpf/xdp-dr', `lock-test-${process.pid}-again`);
+  const env = { ...process.env, XDP_DR_PIN_BASE: base };
+  const lock = JSON.stringify(path.join(__dirname, '../../loader/src/lb/lock.js'));
+  // The holder removes the directory under its lock and another one takes its place, as a detach of the last load
+  // balancer and a new attach would.
+  const holder = spawn(process.execPath, ['-e', `const fs = require('node:fs'); require(${lock}).withChangeLock(() => { process.stdout.write('held\\n'); return new Promise((r) => setTimeout(() => { fs.rmdirSync(${JSON.stringify(base)}); fs.mkdirSync(${JSON.stringify(base)}); r(); }, 300)); })`], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve) => holder.stdout.on('data', (d) => /held/.test(String(d)) && resolve()));
+    process.env.XDP_DR_PIN_BASE = base;
+    const { withChangeLock } = await import('../../loader/src/lb/lock');
+    const other = await withChangeLock(async () => {
+      // While this process holds the lock, a third one must be kept out.
+      const probe = spawnSync(process.execPath, ['-e', `require(${lock}).withChangeLock(() => console.log('got it'), { timeoutMs: 200 }).catch((e) => console.log(e.message))`], { env, encoding: 'utf8' });
+      return probe.stdout;
+    }, { timeoutMs: 5000 });
+    assert.match(other, /another xdp-dr process is changing the load balancers/);
   } finally {
     delete process.env.XDP_DR_PIN_BASE;
     holder.kill('SIGKILL');

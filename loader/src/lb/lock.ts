@@ -14,18 +14,33 @@ const LOCK_NB = 4;
 export async function withChangeLock<T>(work: () => Promise<T> | T, opts: { timeoutMs?: number } = {}): Promise<T> {
   ensureBpffs();
   const dir = pinBase();
-  fs.mkdirSync(dir, { recursive: true });
-  const fd = fs.openSync(dir, 'r');
-  try {
-    const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
-    // Polled, not blocking: the daemon's event loop keeps serving health checks and metrics meanwhile.
-    while (fn.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
-      if (Date.now() > deadline)
-        throw new UsageError(`another xdp-dr process is changing the load balancers under ${dir} and holds them; try again when it is done`);
-      await new Promise((r) => setTimeout(r, 10));
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  for (;;) {
+    fs.mkdirSync(dir, { recursive: true });
+    const fd = fs.openSync(dir, 'r');
+    try {
+      // Polled, not blocking: the daemon's event loop keeps serving health checks and metrics meanwhile.
+      while (fn.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+        if (Date.now() > deadline)
+          throw new UsageError(`another xdp-dr process is changing the load balancers under ${dir} and holds them; try again when it is done`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      // Detaching the last load balancer removes the directory: a lock on the one that was removed would exclude
+      // nobody who opens the new one. Lock the directory that is there now.
+      if (!sameDirectory(fd, dir)) continue;
+      return await work();
+    } finally {
+      fs.closeSync(fd); // closing the descriptor releases the lock
     }
-    return await work();
-  } finally {
-    fs.closeSync(fd); // closing the descriptor releases the lock
+  }
+}
+
+function sameDirectory(fd: number, dir: string): boolean {
+  try {
+    const now = fs.statSync(dir);
+    const held = fs.fstatSync(fd);
+    return now.ino === held.ino && now.dev === held.dev;
+  } catch {
+    return false;
   }
 }
