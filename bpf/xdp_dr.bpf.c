@@ -208,9 +208,18 @@ static __always_inline __u32 conn_now(void)
 }
 
 /* A record still binds by age: open and idle at most the idle timeout, or closing for at most the closing one. */
+/* Seconds since a record was last seen. Signed: another CPU may have refreshed it a tick after this packet read the
+ * clock, and a record seen "in the future" is as fresh as one seen now, not ~136 years old. */
+static __always_inline __u32 conn_age(const struct conn_value *cv, __u32 now)
+{
+	__s32 age = now - cv->seen;
+
+	return age < 0 ? 0 : age;
+}
+
 static __always_inline int conn_live(const struct conn_value *cv, __u32 now)
 {
-	return now - cv->seen <= (cv->state == CONN_CLOSING ? CONN_CLOSING_TIMEOUT_S : CONN_IDLE_TIMEOUT_S);
+	return conn_age(cv, now) <= (cv->state == CONN_CLOSING ? CONN_CLOSING_TIMEOUT_S : CONN_IDLE_TIMEOUT_S);
 }
 
 /* A record binds its flow until it has been idle too long; a new SYN after a FIN or RST starts a new flow. */
@@ -234,7 +243,7 @@ static __always_inline struct conn_entry *conn_room(struct conn_bucket *b, __u32
 #pragma unroll
 	for (int i = 0; i < CONN_WAYS; i++) {
 		struct conn_entry *e = &b->way[i];
-		__u32 a = now - e->value.seen;
+		__u32 a = conn_age(&e->value, now);
 
 		if (!e->key.family || !conn_live(&e->value, now)) {
 			if (!*free)

@@ -328,6 +328,28 @@ test('a process that waited for the change lock while the pin base was removed a
   }
 });
 
+test('the change lock survives the pin base being removed between making and opening it', async () => {
+  const base = path.join('/sys/fs/bpf/xdp-dr', `lock-test-${process.pid}-gone`);
+  const env = { ...process.env, XDP_DR_PIN_BASE: base };
+  const lock = JSON.stringify(path.join(__dirname, '../../loader/src/lb/lock.js'));
+  // One process removes the directory under the lock over and over, as detaches of the last load balancer would.
+  const remover = spawn(process.execPath, ['-e', `const fs = require('node:fs'); const { withChangeLock } = require(${lock}); const end = Date.now() + 1500;
+    (async () => { while (Date.now() < end) await withChangeLock(() => fs.rmdirSync(${JSON.stringify(base)})); })().catch((e) => { console.error(e); process.exit(1); });`], { env, stdio: 'inherit' });
+  try {
+    process.env.XDP_DR_PIN_BASE = base;
+    const { withChangeLock } = await import('../../loader/src/lb/lock');
+    let runs = 0;
+    const end = Date.now() + 1200;
+    while (Date.now() < end) runs += await withChangeLock(() => 1, { timeoutMs: 5000 });
+    assert.ok(runs > 10, `${runs} changes ran`);
+  } finally {
+    delete process.env.XDP_DR_PIN_BASE;
+    await new Promise((r) => (remover.exitCode !== null ? r(null) : remover.once('exit', r)));
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+  assert.equal(remover.exitCode, 0, 'the remover never failed either');
+});
+
 test('a service whose table maps were removed behind our back gets them again with its next change', async () => {
   await withLb(async (dp, change) => {
     await change([web([be(1), be(2)])]);

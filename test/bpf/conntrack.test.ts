@@ -245,3 +245,52 @@ test('the records as list --connections shows them: client, VIP, real server, st
     assert.ok(gone > 0);
   });
 });
+
+/** Moves every record's last-seen time by delta seconds, as another CPU's refresh a tick later would. */
+function shiftSeen(dp: Dataplane, delta: number, only?: (k: ConnKey) => boolean): void {
+  for (const [i, bucket] of dp.conns.buckets.all({ skipZero: true })) {
+    for (const e of bucket.way) if (e.key.family !== 0 && (!only || only(e.key))) e.value.seen = (e.value.seen + delta) >>> 0;
+    dp.conns.buckets.update(i, bucket);
+  }
+}
+
+test('a record refreshed by another CPU a tick after this packet read the clock still binds, and is not taken for free', async () => {
+  await withLb(async (dp, change) => {
+    await change([svc(TRACKED, [be(1), be(2)])]);
+    const flows = FLOWS.slice(0, 40);
+    const before = flows.map((f) => syn(dp, TRACKED, f));
+    await change([svc(TRACKED, [be(1), be(2), be(3), be(4), be(5)])]);
+    shiftSeen(dp, 1);
+    assert.deepEqual(flows.map((f) => ack(dp, TRACKED, f)), before, 'no open flow moved');
+  });
+  await withLb(
+    async (dp, change) => {
+      await change([svc(TRACKED, [be(1), be(2), be(3)])]);
+      const [a, b, c] = flowsWhere(dp, 3, (b1, b2) => b1 === 0 && b2 === 0);
+      syn(dp, TRACKED, a);
+      syn(dp, TRACKED, b);
+      shiftSeen(dp, 1, (k) => k.sport === a.sport);
+      syn(dp, TRACKED, c);
+      assert.deepEqual([a, b, c].map((f) => dp.conns.lookup(keyOf(f)) !== undefined), [true, true, true], 'the new flow took an empty record');
+      assert.equal(events(dp).evicted, 0);
+    },
+    { build: { MAX_CONNS: 2 * CONN_WAYS } },
+  );
+});
+
+test('list --connections leaves out records no service follows any more', async () => {
+  await withLb(async (dp, change) => {
+    await change([svc(TRACKED, [be(1), be(2)])]);
+    for (const f of FLOWS.slice(0, 5)) syn(dp, TRACKED, f);
+    assert.equal(readConnections(dp, readState(dp)).length, 5);
+    // The service goes and another takes its id: the records bind nothing.
+    await change([]);
+    await change([{ ...svc('10.0.0.99', [be(1), be(2)]), port: 443 }]);
+    assert.equal(readConnections(dp, readState(dp)).length, 0);
+    // A service that stops tracking stops following its records.
+    await change([svc(TRACKED, [be(1), be(2)])]);
+    for (const f of FLOWS.slice(0, 5)) syn(dp, TRACKED, f);
+    await change([svc(TRACKED, [be(1), be(2)], false)]);
+    assert.equal(readConnections(dp, readState(dp)).length, 0);
+  });
+});

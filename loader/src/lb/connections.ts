@@ -1,7 +1,7 @@
 // The connection table as `xdp-dr list --connections` shows it (as `ipvsadm -L -c` does for LVS): every record that
 // still binds its flow, with its service, its real server and the seconds until it lapses.
 import { Dataplane } from '../dataplane/dataplane';
-import { CONN_STATE } from '../dataplane/layout';
+import { CONN_STATE, IPPROTO } from '../dataplane/layout';
 import { connClockNow } from '../dataplane/clock';
 import { serviceName } from '../config';
 import { addrText, LbState } from './state';
@@ -12,8 +12,8 @@ export interface ConnectionRow {
   client_port: number;
   vip: string;
   port: number;
-  /** The service that wrote the record, if it is still running under that id. */
-  service: string | null;
+  /** The service that wrote the record. */
+  service: string;
   /** null: the backend no longer holds the id it was given; the flow's next packet is picked afresh. */
   real_server: string | null;
   state: 'open' | 'closing';
@@ -29,19 +29,25 @@ export function readConnections(dp: Dataplane, st: LbState, now = connClockNow()
   const rows: ConnectionRow[] = [];
   for (const [k, v] of dp.conns.all()) {
     const closing = v.state === CONN_STATE.CONN_CLOSING;
-    const idle = (now - v.seen) >>> 0;
+    // As the program counts it: a record refreshed just after this clock was read is as fresh as can be.
+    const idle = Math.max(0, (now - v.seen) | 0);
     const limit = closing ? timeouts.closing : timeouts.idle;
     if (idle > limit) continue;
+    // A record binds only for the service that wrote it, and only while that service tracks connections: an id
+    // given to another service since, or a service that stopped tracking, leaves the record without effect.
     const svc = services.get(v.service);
+    const vip = addrText(k.dst, k.family);
+    if (!svc || !svc.connTable || svc.family !== k.family || IPPROTO[svc.protocol] !== k.proto || svc.vip !== vip ||
+      (svc.port !== 0 && svc.port !== k.dport)) continue;
     const holder = st.records.get(v.backend);
-    const be = holder?.info?.gen === v.gen ? svc?.backends.find((b) => b.id === v.backend) : undefined;
+    const be = holder?.info?.gen === v.gen ? svc.backends.find((b) => b.id === v.backend) : undefined;
     rows.push({
       protocol: 'tcp',
       client: addrText(k.src, k.family),
       client_port: k.sport,
-      vip: addrText(k.dst, k.family),
+      vip,
       port: k.dport,
-      service: svc ? serviceName(svc) : null,
+      service: serviceName(svc),
       real_server: be?.address ?? null,
       state: closing ? 'closing' : 'open',
       idle_s: idle,

@@ -16,8 +16,15 @@ export async function withChangeLock<T>(work: () => Promise<T> | T, opts: { time
   const dir = pinBase();
   const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
   for (;;) {
-    fs.mkdirSync(dir, { recursive: true });
-    const fd = fs.openSync(dir, 'r');
+    let fd: number;
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+      fd = fs.openSync(dir, 'r');
+    } catch (e) {
+      // A detach removed the directory between the two calls: make it again.
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && Date.now() <= deadline) continue;
+      throw e;
+    }
     try {
       // Polled, not blocking: the daemon's event loop keeps serving health checks and metrics meanwhile.
       while (fn.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
