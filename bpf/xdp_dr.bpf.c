@@ -41,7 +41,8 @@ static __always_inline __u64 seed64(void)
 	return hash_seed | (__u64)hash_seed << 32;
 }
 
-/* Words as they sit in memory (little-endian loads of network-order bytes); loader/src/dataplane/flowhash.ts computes the same. */
+/* Words as they sit in memory (little-endian loads of network-order bytes); loader/src/dataplane/flowhash.ts
+ * computes the same. */
 static __always_inline __u32 flow_hash(const struct flow *f, int l3_only)
 {
 	__u32 ports = f->sport | (__u32)f->dport << 16;
@@ -207,7 +208,6 @@ static __always_inline __u32 conn_now(void)
 	return (bpf_jiffies64() * clock_mult) >> 32;
 }
 
-/* A record still binds by age: open and idle at most the idle timeout, or closing for at most the closing one. */
 /* Seconds since a record was last seen. Signed: another CPU may have refreshed it a tick after this packet read the
  * clock, and a record seen "in the future" is as fresh as one seen now, not ~136 years old. */
 static __always_inline __u32 conn_age(const struct conn_value *cv, __u32 now)
@@ -217,6 +217,7 @@ static __always_inline __u32 conn_age(const struct conn_value *cv, __u32 now)
 	return age < 0 ? 0 : age;
 }
 
+/* A record still binds by age: open and idle at most the idle timeout, or closing for at most the closing one. */
 static __always_inline int conn_live(const struct conn_value *cv, __u32 now)
 {
 	return conn_age(cv, now) <= (cv->state == CONN_CLOSING ? CONN_CLOSING_TIMEOUT_S : CONN_IDLE_TIMEOUT_S);
@@ -338,6 +339,19 @@ static __always_inline struct backend_info *conn_backend(const struct conn_value
 	return be && be->gen == cv->gen && mac_set(be) ? be : NULL;
 }
 
+/* The backend a flow's record sends it to: while the record is whole, was written for this service, still holds
+ * (conn_holds) and its backend still holds the id it was given; else NULL. *rec is the flow's record if it has one
+ * (a new one goes there), and *cv what it said. h is the flow's 5-tuple hash. */
+static __always_inline struct backend_info *conn_follow(__u32 h, const struct conn_words *k, __u32 svc_id,
+							__u8 tcp_flags, __u32 now, __u32 epoch,
+							struct conn_entry **rec, struct conn_value *cv)
+{
+	*rec = conn_lookup(h, k);
+	if (!*rec || !conn_read(*rec, h, cv) || cv->service != svc_id || !conn_holds(cv, tcp_flags, now))
+		return NULL;
+	return conn_backend(cv, epoch);
+}
+
 /* The service's Maglev pick for a flow: 0 with *bid and *be set, else the PASS outcome (never 0: 0 is TX). */
 static __always_inline int maglev_pick(const struct service_info *svc, __u32 hash, __u32 epoch, __u32 *bid,
 				       struct backend_info **be)
@@ -393,22 +407,18 @@ static __always_inline int serve_tracked(struct xdp_md *ctx, struct ethhdr *eth,
 					 __u64 bytes)
 {
 	__u32 now = conn_now(), svc_id = svc->id, bid;
-	struct conn_entry *rec = conn_lookup(h, k);
+	struct conn_entry *rec;
 	struct conn_value cv;
-	struct backend_info *be;
+	struct backend_info *be = conn_follow(h, k, svc_id, tcp_flags, now, epoch, &rec, &cv);
 	int stat;
 
-	if (rec && conn_read(rec, h, &cv) && cv.service == svc_id && conn_holds(&cv, tcp_flags, now)) {
-		be = conn_backend(&cv, epoch);
-		if (be) {
-			bid = cv.backend;
-			if ((tcp_flags & (TCP_FIN | TCP_RST)) && cv.state != CONN_CLOSING)
-				rec->value.state = CONN_CLOSING;
-			if (cv.seen != now)
-				rec->value.seen = now;
-			event(XDP_DR_EV_CONN_HIT);
-			return forward(ctx, eth, be, svc_id, bid, bytes);
-		}
+	if (be) {
+		if ((tcp_flags & (TCP_FIN | TCP_RST)) && cv.state != CONN_CLOSING)
+			rec->value.state = CONN_CLOSING;
+		if (cv.seen != now)
+			rec->value.seen = now;
+		event(XDP_DR_EV_CONN_HIT);
+		return forward(ctx, eth, be, svc_id, cv.backend, bytes);
 	}
 	stat = maglev_pick(svc, pick, epoch, &bid, &be);
 	if (stat)
@@ -481,17 +491,12 @@ static __noinline int icmp_error(struct xdp_md *ctx, struct ethhdr *eth, void *l
 		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
 	svc_id = svc->id;
 	if (f.proto == IPPROTO_TCP && (svc->flags & SERVICE_F_CONN_TABLE)) {
-		__u32 h = flow_hash(&f, 0);
-
 		conn_words_of(&f, &ck);
-		rec = conn_lookup(h, &ck);
 		/* No TCP flags: a closing record holds for its closing timeout, as for the close's last packets. */
-		if (rec && conn_read(rec, h, &cv) && cv.service == svc_id && conn_holds(&cv, 0, conn_now())) {
-			be = conn_backend(&cv, epoch);
-			if (be) {
-				bid = cv.backend;
-				goto out;
-			}
+		be = conn_follow(flow_hash(&f, 0), &ck, svc_id, 0, conn_now(), epoch, &rec, &cv);
+		if (be) {
+			bid = cv.backend;
+			goto out;
 		}
 	}
 	stat = maglev_pick(svc, flow_hash(&f, svc->flags & SERVICE_F_HASH_L3), epoch, &bid, &be);

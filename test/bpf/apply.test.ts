@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fork, spawn, spawnSync } from 'node:child_process';
+import { fork, spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { testRun, XDP_ACTION } from '../../loader/src/libbpf';
 import { Dataplane, PROG_PIN } from '../../loader/src/dataplane/dataplane';
@@ -283,71 +284,78 @@ test('killed at any point of an apply, the maps hold the old state or the new on
   });
 });
 
-test('one change at a time: a second process waits for the change lock, or gives up with a clear error', async () => {
-  const base = path.join('/sys/fs/bpf/xdp-dr', `lock-test-${process.pid}`);
+const LOCK_JS = JSON.stringify(path.join(__dirname, '../../loader/src/lb/lock.js'));
+
+/**
+ * Runs a change-lock test on a pin base of its own: set for this process, and for the node scripts it starts
+ * through `node` (killed at the end if still running). The base goes whatever the test does.
+ */
+async function withLockBase(
+  name: string,
+  fn: (base: string, node: (code: string) => ChildProcessByStdio<null, Readable, null>, env: NodeJS.ProcessEnv) => Promise<void>,
+): Promise<void> {
+  const base = path.join('/sys/fs/bpf/xdp-dr', `lock-test-${process.pid}-${name}`);
   const env = { ...process.env, XDP_DR_PIN_BASE: base };
-  const lock = path.join(__dirname, '../../loader/src/lb/lock.js');
-  // Another process takes the lock for 600 ms.
-  const holder = spawn(process.execPath, ['-e', `require(${JSON.stringify(lock)}).withChangeLock(() => { process.stdout.write('held\\n'); return new Promise((r) => setTimeout(r, 600)); })`], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const started: ChildProcessByStdio<null, Readable, null>[] = [];
+  const node = (code: string) => {
+    const child = spawn(process.execPath, ['-e', code], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    started.push(child);
+    return child;
+  };
+  process.env.XDP_DR_PIN_BASE = base;
   try {
-    await new Promise<void>((resolve) => holder.stdout.on('data', (d) => /held/.test(String(d)) && resolve()));
-    process.env.XDP_DR_PIN_BASE = base;
+    await fn(base, node, env);
+  } finally {
+    delete process.env.XDP_DR_PIN_BASE;
+    for (const child of started) child.kill('SIGKILL');
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+}
+
+const said = (child: ChildProcessByStdio<null, Readable, null>, what: RegExp) =>
+  new Promise<void>((resolve) => child.stdout.on('data', (d) => what.test(String(d)) && resolve()));
+
+test('one change at a time: a second process waits for the change lock, or gives up with a clear error', async () => {
+  await withLockBase('wait', async (_base, node) => {
+    // Another process takes the lock for 600 ms.
+    await said(node(`require(${LOCK_JS}).withChangeLock(() => { process.stdout.write('held\\n'); return new Promise((r) => setTimeout(r, 600)); })`), /held/);
     const { withChangeLock } = await import('../../loader/src/lb/lock');
     await assert.rejects(withChangeLock(() => 1, { timeoutMs: 100 }), /another xdp-dr process is changing the load balancers/);
     const t0 = Date.now();
     assert.equal(await withChangeLock(() => 2, { timeoutMs: 5000 }), 2);
     assert.ok(Date.now() - t0 >= 300, 'it waited for the holder');
-  } finally {
-    delete process.env.XDP_DR_PIN_BASE;
-    holder.kill('SIGKILL');
-    fs.rmSync(base, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a process that waited for the change lock while the pin base was removed and made again locks the new one', async () => {
-  const base = path.join('/sys/fs/bpf/xdp-dr', `lock-test-${process.pid}-again`);
-  const env = { ...process.env, XDP_DR_PIN_BASE: base };
-  const lock = JSON.stringify(path.join(__dirname, '../../loader/src/lb/lock.js'));
-  // The holder removes the directory under its lock and another one takes its place, as a detach of the last load
-  // balancer and a new attach would.
-  const holder = spawn(process.execPath, ['-e', `const fs = require('node:fs'); require(${lock}).withChangeLock(() => { process.stdout.write('held\\n'); return new Promise((r) => setTimeout(() => { fs.rmdirSync(${JSON.stringify(base)}); fs.mkdirSync(${JSON.stringify(base)}); r(); }, 300)); })`], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-  try {
-    await new Promise<void>((resolve) => holder.stdout.on('data', (d) => /held/.test(String(d)) && resolve()));
-    process.env.XDP_DR_PIN_BASE = base;
+  await withLockBase('again', async (base, node, env) => {
+    // The holder removes the directory under its lock and another one takes its place, as a detach of the last
+    // load balancer and a new attach would.
+    const dir = JSON.stringify(base);
+    await said(node(`const fs = require('node:fs'); require(${LOCK_JS}).withChangeLock(() => { process.stdout.write('held\\n'); return new Promise((r) => setTimeout(() => { fs.rmdirSync(${dir}); fs.mkdirSync(${dir}); r(); }, 300)); })`), /held/);
     const { withChangeLock } = await import('../../loader/src/lb/lock');
-    const other = await withChangeLock(async () => {
+    const other = await withChangeLock(() => {
       // While this process holds the lock, a third one must be kept out.
-      const probe = spawnSync(process.execPath, ['-e', `require(${lock}).withChangeLock(() => console.log('got it'), { timeoutMs: 200 }).catch((e) => console.log(e.message))`], { env, encoding: 'utf8' });
+      const probe = spawnSync(process.execPath, ['-e', `require(${LOCK_JS}).withChangeLock(() => console.log('got it'), { timeoutMs: 200 }).catch((e) => console.log(e.message))`], { env, encoding: 'utf8' });
       return probe.stdout;
     }, { timeoutMs: 5000 });
     assert.match(other, /another xdp-dr process is changing the load balancers/);
-  } finally {
-    delete process.env.XDP_DR_PIN_BASE;
-    holder.kill('SIGKILL');
-    fs.rmSync(base, { recursive: true, force: true });
-  }
+  });
 });
 
 test('the change lock survives the pin base being removed between making and opening it', async () => {
-  const base = path.join('/sys/fs/bpf/xdp-dr', `lock-test-${process.pid}-gone`);
-  const env = { ...process.env, XDP_DR_PIN_BASE: base };
-  const lock = JSON.stringify(path.join(__dirname, '../../loader/src/lb/lock.js'));
-  // One process removes the directory under the lock over and over, as detaches of the last load balancer would.
-  const remover = spawn(process.execPath, ['-e', `const fs = require('node:fs'); const { withChangeLock } = require(${lock}); const end = Date.now() + 1500;
-    (async () => { while (Date.now() < end) await withChangeLock(() => fs.rmdirSync(${JSON.stringify(base)})); })().catch((e) => { console.error(e); process.exit(1); });`], { env, stdio: 'inherit' });
-  try {
-    process.env.XDP_DR_PIN_BASE = base;
+  await withLockBase('gone', async (base, node) => {
+    // One process removes the directory under the lock over and over, as detaches of the last load balancer would.
+    const remover = node(`const fs = require('node:fs'); const { withChangeLock } = require(${LOCK_JS}); const end = Date.now() + 1500;
+      (async () => { while (Date.now() < end) await withChangeLock(() => fs.rmdirSync(${JSON.stringify(base)})); })().catch((e) => { console.error(e); process.exit(1); });`);
     const { withChangeLock } = await import('../../loader/src/lb/lock');
     let runs = 0;
     const end = Date.now() + 1200;
     while (Date.now() < end) runs += await withChangeLock(() => 1, { timeoutMs: 5000 });
     assert.ok(runs > 10, `${runs} changes ran`);
-  } finally {
-    delete process.env.XDP_DR_PIN_BASE;
     await new Promise((r) => (remover.exitCode !== null ? r(null) : remover.once('exit', r)));
-    fs.rmSync(base, { recursive: true, force: true });
-  }
-  assert.equal(remover.exitCode, 0, 'the remover never failed either');
+    assert.equal(remover.exitCode, 0, 'the remover never failed either');
+  });
 });
 
 test('a service whose table maps were removed behind our back gets them again with its next change', async () => {

@@ -30,6 +30,11 @@ function send(dp: Dataplane, vip: string, f: { src: string; sport: number }, fla
 const syn = (dp: Dataplane, vip: string, f: { src: string; sport: number }) => send(dp, vip, f, TCP_FLAGS.SYN).mac;
 const ack = (dp: Dataplane, vip: string, f: { src: string; sport: number }) => send(dp, vip, f, TCP_FLAGS.ACK).mac;
 
+const keyOf = (f: { src: string; sport: number }, vip = TRACKED): ConnKey => ({
+  src: Buffer.concat([ipToBytes(f.src), Buffer.alloc(12)]), dst: Buffer.concat([ipToBytes(vip), Buffer.alloc(12)]),
+  sport: f.sport, dport: 80, proto: 6, family: 4, reserved: 0,
+});
+
 function events(dp: Dataplane): { hit: number; fresh: number; evicted: number } {
   return {
     hit: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_HIT), fresh: dp.eventCount(XDP_DR_EVENT.XDP_DR_EV_CONN_NEW),
@@ -88,10 +93,7 @@ test('FIN and RST mark a record closing; a new SYN on a closing record picks afr
     await change([svc(TRACKED, [be(1), be(2), be(3)])]);
     const f = FLOWS[0];
     const first = syn(dp, TRACKED, f);
-    const key = {
-      src: Buffer.concat([ipToBytes(f.src), Buffer.alloc(12)]), dst: Buffer.concat([ipToBytes(TRACKED), Buffer.alloc(12)]),
-      sport: f.sport, dport: 80, proto: 6, family: 4, reserved: 0,
-    };
+    const key = keyOf(f);
     assert.equal(dp.conns.lookup(key)?.state, CONN_STATE.CONN_OPEN);
     assert.equal(send(dp, TRACKED, f, TCP_FLAGS.FIN | TCP_FLAGS.ACK).mac, first);
     assert.equal(dp.conns.lookup(key)?.state, CONN_STATE.CONN_CLOSING);
@@ -103,7 +105,7 @@ test('FIN and RST mark a record closing; a new SYN on a closing record picks afr
 
     const stray = { src: '203.0.113.9', sport: 4242 };
     assert.equal(send(dp, TRACKED, stray, TCP_FLAGS.RST).action, XDP_ACTION.TX, 'an RST is still forwarded');
-    assert.equal(dp.conns.lookup({ ...key, src: Buffer.concat([ipToBytes(stray.src), Buffer.alloc(12)]), sport: stray.sport }), undefined);
+    assert.equal(dp.conns.lookup(keyOf(stray)), undefined);
   });
 });
 
@@ -136,10 +138,6 @@ test('a service that stops tracking stops following its records', async () => {
   });
 });
 
-const keyOf = (f: { src: string; sport: number }, vip = TRACKED): ConnKey => ({
-  src: Buffer.concat([ipToBytes(f.src), Buffer.alloc(12)]), dst: Buffer.concat([ipToBytes(vip), Buffer.alloc(12)]),
-  sport: f.sport, dport: 80, proto: 6, family: 4, reserved: 0,
-});
 
 /** Flows of one client whose two buckets satisfy want, found by trying source ports in order. */
 function flowsWhere(dp: Dataplane, n: number, want: (b1: number, b2: number) => boolean, from = 1024) {

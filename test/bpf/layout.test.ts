@@ -4,21 +4,28 @@ import assert from 'node:assert/strict';
 import { Btf } from '../../loader/src/libbpf';
 import { STRUCTS, FAMILY, SERVICE_FLAG, SERVICE_SLOT_FLAG, BACKEND_FLAG, XDP_DR_MODE, MAGLEV_CHUNK, CONN_WAYS, CONN_STATE, XDP_DR_EVENT } from '../../loader/src/dataplane/layout';
 import { ensureObject } from '../../loader/src/dataplane/build';
-import { struct, u8, u32, u64 } from '../../loader/src/libbpf/codec';
+import { struct, u8, u32, u64, type StructCodec } from '../../loader/src/libbpf/codec';
+import { refServiceKey, refBackend } from '../../loader/src/bench/micro';
 
 const btf = Btf.fromFile(ensureObject('xdp_dr'));
 
-for (const codec of STRUCTS) {
-  test(`struct ${codec.cName}: size and every field offset match BTF`, () => {
-    const c = btf.struct(codec.cName);
-    assert.equal(codec.size, c.size, `sizeof(struct ${codec.cName})`);
-    assert.deepEqual(
-      codec.fields.map((f) => [f.name, f.offset, f.size]),
-      c.members.map((m) => [m.name, m.offset, m.size]),
-      `fields of struct ${codec.cName} (name, offset, size)`,
-    );
-  });
+function holdsToBtf(object: string, b: Btf, codecs: readonly StructCodec<unknown>[]): void {
+  for (const codec of codecs) {
+    test(`${object}: struct ${codec.cName}: size and every field offset match BTF`, () => {
+      const c = b.struct(codec.cName);
+      assert.equal(codec.size, c.size, `sizeof(struct ${codec.cName})`);
+      assert.deepEqual(
+        codec.fields.map((f) => [f.name, f.offset, f.size]),
+        c.members.map((m) => [m.name, m.offset, m.size]),
+        `fields of struct ${codec.cName} (name, offset, size)`,
+      );
+    });
+  }
 }
+
+holdsToBtf('xdp_dr', btf, STRUCTS);
+// The benchmark's straightforward DR program has its own layouts.
+holdsToBtf('xdp_ref_dr', Btf.fromFile(ensureObject('xdp_ref_dr')), [refServiceKey, refBackend]);
 
 test('enum values used by the loader match BTF', () => {
   assert.deepEqual(Object.fromEntries(btf.enumValues('xdp_dr_family')), FAMILY);

@@ -17,7 +17,7 @@ import { serviceKeyOf } from '../dataplane/layout';
 import { buildMaglevTable } from '../maglev';
 import { buildFrame, ipToBytes, macToBytes, TCP_FLAGS } from '../packet';
 import { ScratchNetns } from './netns';
-import { BenchResult, median, result } from './result';
+import { BenchResult, median, pairedRatio, result } from './result';
 import type { GenSetup, ToGen, FromGen } from './livegen';
 
 export interface LiveOptions {
@@ -182,9 +182,7 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
             }
           }
         }
-        // Each run of the load balancer follows one of xdp_min: the median of those pairs' ratios holds up better
-        // than the ratio of the medians when the machine's speed changes between runs.
-        const paired = median(m['xdp-dr'].map((v, i) => v / m['xdp_min'][i]));
+        const paired = pairedRatio(m['xdp-dr'], m['xdp_min']);
         const res = result(
           `live ${flows} flow${flows === 1 ? '' : 's'}, ${o.frameSize} B, ${o.cpus} CPU${o.cpus === 1 ? '' : 's'}`,
           median(m['xdp-dr']), 'Mpps',

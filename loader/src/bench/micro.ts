@@ -2,13 +2,13 @@
 // same frame, for the least an XDP forwarder can do (bpf/xdp_min.bpf.c). Runs alternate between the two, and each
 // figure is the median of several runs, so that a noisy neighbour hits both alike.
 import path from 'node:path';
-import { BpfObject, testRun, XDP_ACTION_NAME } from '../libbpf';
+import { BpfObject, TypedMap, testRun, XDP_ACTION_NAME, struct, bytes, be16, u8, u32 } from '../libbpf';
 import { Dataplane, PIN_BASE } from '../dataplane/dataplane';
 import { ensureObject } from '../dataplane/build';
-import { serviceKeyOf, SERVICE_FLAG } from '../dataplane/layout';
+import { serviceKeyOf, SERVICE_FLAG, IPPROTO } from '../dataplane/layout';
 import { buildMaglevTable } from '../maglev';
 import { buildFrame, ipToBytes, macToBytes, FrameSpec, TCP_FLAGS } from '../packet';
-import { BenchResult, median, result } from './result';
+import { BenchResult, median, pairedRatio, result } from './result';
 
 export interface MicroOptions {
   repeat: number;
@@ -33,6 +33,10 @@ export const MICRO_CASES: { name: string; spec: FrameSpec; action: string }[] = 
   { name: 'VLAN-tagged IPv4 TCP SYN to a VIP', spec: { ...SYN, vlans: [{ vid: 100 }] }, action: 'XDP_TX' },
   { name: 'non-VIP IPv4 TCP packet (XDP_PASS)', spec: { ...SYN, dst: '10.0.0.99', tcpFlags: TCP_FLAGS.ACK }, action: 'XDP_PASS' },
 ];
+
+/** Layouts of bpf/xdp_ref_dr.bpf.c, held against its BTF by test/bpf/layout.test.ts. */
+export const refServiceKey = struct('ref_service_key', [['vip', bytes(4)], ['port', be16], ['proto', u8], ['pad', u8]] as const);
+export const refBackend = struct('ref_backend', [['dst_mac', bytes(6)], ['src_mac', bytes(6)]] as const);
 
 export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
   const o = { ...MICRO_DEFAULTS, ...opts };
@@ -66,9 +70,7 @@ export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
         ours.push(testRun(dp.progFd!, { data: frame, repeat: o.repeat }).duration);
         ref.push(testRun(minFd, { data: frame, repeat: o.repeat }).duration);
       }
-      // Each run of ours is timed right after one of the reference: the median of those pairs' ratios holds up
-      // better than the ratio of the medians when the machine's speed changes between runs.
-      const paired = median(ours.map((v, i) => v / ref[i]));
+      const paired = pairedRatio(ours, ref);
       const r = result(c.name, median(ours), 'ns/packet', {
         action, frame_bytes: frame.length + 4, repeat: o.repeat, runs: o.runs, runs_ns: ours, reference_runs_ns: ref,
         paired_ratio: Number(paired.toFixed(2)),
@@ -95,21 +97,12 @@ function againstRefDr(dp: Dataplane, minFd: number, table: ArrayLike<number>, o:
     ref.load();
     const fd = ref.programFd('xdp_ref_dr');
     const spec = MICRO_CASES[1].spec;
-    const key = Buffer.alloc(8);
-    ipToBytes(spec.dst).copy(key, 0);
-    key.writeUInt16BE(spec.dport!, 4);
-    key[6] = 6;
-    ref.map('ref_services').update(key, Buffer.from(Uint32Array.of(1).buffer));
-    const m = table.length;
-    const keys = Buffer.alloc(4 * m);
-    const values = Buffer.alloc(4 * m);
-    for (let i = 0; i < m; i++) {
-      keys.writeUInt32LE(m + i, 4 * i);
-      values.writeUInt32LE(table[i], 4 * i);
-    }
-    ref.map('ref_ring').updateBatch(keys, values);
+    // Service 1 uses ring slots M..2M-1.
+    new TypedMap(ref.map('ref_services'), refServiceKey, u32).update({ vip: ipToBytes(spec.dst), port: spec.dport!, proto: IPPROTO.tcp, pad: 0 }, 1);
+    new TypedMap(ref.map('ref_ring'), u32, u32).updateRange(table.length, table.length, (i) => table[i - table.length]);
+    const backends = new TypedMap(ref.map('ref_backends'), u32, refBackend);
     for (const id of new Set(Array.from(table)))
-      ref.map('ref_backends').update(Buffer.from(Uint32Array.of(id).buffer), Buffer.concat([macToBytes(`02:00:00:00:00:0${id}`), macToBytes('02:00:00:00:00:ff')]));
+      backends.update(id, { dst_mac: macToBytes(`02:00:00:00:00:0${id}`), src_mac: macToBytes('02:00:00:00:00:ff') });
     const frame = buildFrame(spec);
     const action = XDP_ACTION_NAME[testRun(fd, { data: frame }).retval];
     if (action !== 'XDP_TX') throw new Error(`the reference DR program gets ${action} for the ACK: the set-up is wrong`);
@@ -119,8 +112,8 @@ function againstRefDr(dp: Dataplane, minFd: number, table: ArrayLike<number>, o:
       runs.ref.push(testRun(fd, { data: frame, repeat: o.repeat }).duration);
       runs.ours.push(testRun(dp.progFd!, { data: frame, repeat: o.repeat }).duration);
     }
-    const refPaired = median(runs.ref.map((v, i) => v / runs.min[i]));
-    const oursPaired = median(runs.ours.map((v, i) => v / runs.ref[i]));
+    const refPaired = pairedRatio(runs.ref, runs.min);
+    const oursPaired = pairedRatio(runs.ours, runs.ref);
     const params = { repeat: o.repeat, runs: o.runs, frame_bytes: frame.length + 4 };
     const out = [
       result('straightforward DR program (bpf/xdp_ref_dr.bpf.c), IPv4 TCP ACK', median(runs.ref), 'ns/packet',
@@ -152,7 +145,7 @@ function trackedCost(dp: Dataplane, o: MicroOptions): BenchResult {
     pick.push(testRun(dp.progFd!, { data: untracked, repeat: o.repeat }).duration);
     hit.push(testRun(dp.progFd!, { data: tracked, repeat: o.repeat }).duration);
   }
-  const paired = median(hit.map((v, i) => v / pick[i]));
+  const paired = pairedRatio(hit, pick);
   const r = result('IPv4 TCP established-flow (ACK), connection table hit, against the same packet untracked', median(hit), 'ns/packet', {
     repeat: o.repeat, runs: o.runs, runs_ns: hit, reference_runs_ns: pick, paired_ratio: Number(paired.toFixed(2)),
   }, { name: 'same ACK, service without the table', value: median(pick) });

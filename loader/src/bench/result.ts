@@ -49,6 +49,12 @@ export const median = (xs: readonly number[]): number => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 
+/**
+ * The median of the ratios of runs taken back to back (ours[i] beside ref[i]): it holds up better than the ratio of
+ * the medians when the machine's speed changes between runs.
+ */
+export const pairedRatio = (ours: readonly number[], ref: readonly number[]): number => median(ours.map((v, i) => v / ref[i]));
+
 const fmt = (v: number | null, digits: number): string => (v === null ? '-' : Number.isInteger(v) ? String(v) : v.toFixed(digits));
 
 /** A readable table of results: name, value, reference, ratio. */

@@ -2,8 +2,8 @@
 // a flow's record in one of the two buckets its 5-tuple hash names (conn_bucket1/2 in bpf/hash.h).
 import { RawMap, TypedMap } from '../libbpf';
 import { u32 } from '../libbpf/codec';
-import { connBucket, connKey, ConnBucket, ConnKey, ConnValue, CONN_WAYS } from './layout';
-import { addressWords, connBuckets, connCheck, flowHashWords } from './flowhash';
+import { connBucket, connKey, ConnBucket, ConnKey, ConnValue, CONN_WAYS, FAMILY } from './layout';
+import { addressWords, connBuckets, connCheck, flowHashWords, portsWord } from './flowhash';
 
 export class ConnTable {
   readonly buckets: TypedMap<number, ConnBucket>;
@@ -20,10 +20,8 @@ export class ConnTable {
 
   /** A flow's 5-tuple hash, which places its record and enters its check word. */
   private hashOf(key: ConnKey): number {
-    const words = (a: Buffer) => addressWords(key.family === 4 ? a.subarray(0, 4) : a);
-    // The ports word as the program loads it: bytes 32..35 of the key.
-    const ports = connKey.toBuffer(key).readUInt32LE(32);
-    return flowHashWords(this.seed(), words(key.src), words(key.dst), ports, false);
+    const words = (a: Buffer) => addressWords(key.family === FAMILY.XDP_DR_AF_INET ? a.subarray(0, 4) : a);
+    return flowHashWords(this.seed(), words(key.src), words(key.dst), portsWord(key.sport, key.dport), false);
   }
 
   /** The two buckets a flow's record may sit in. */
@@ -57,13 +55,9 @@ export class ConnTable {
 
   /** Forgets every record (test set-ups; the program refills the table as flows come). */
   clear(): void {
-    const { keys, values, count } = this.raw.lookupAll();
-    const size = this.raw.valueBytes;
-    const used: number[] = [];
-    for (let i = 0; i < count; i++) if (values.subarray(i * size, (i + 1) * size).some((b) => b !== 0)) used.push(keys.readUInt32LE(4 * i));
-    if (!used.length) return;
-    const k = Buffer.alloc(4 * used.length);
-    used.forEach((v, i) => k.writeUInt32LE(v, 4 * i));
-    this.raw.updateBatch(k, Buffer.alloc(used.length * size));
+    const used = this.buckets.all({ skipZero: true });
+    if (used.length) this.buckets.updateBatch(used.map(([i]) => [i, EMPTY_BUCKET] as const));
   }
 }
+
+const EMPTY_BUCKET = connBucket.fromBuffer(Buffer.alloc(connBucket.size));
