@@ -2,7 +2,8 @@
 // BPF_PROG_RUN in live-frames mode) sends frames out of one end of a veth pair in a scratch namespace; the other
 // end runs the program under test in native mode, which sends them back (XDP_TX), where bpf/xdp_sink.bpf.c counts
 // and drops them. The load balancer and the minimal XDP_TX program take turns on the same attachment (one
-// bpf_link, its program swapped), so both are measured in the same run by the same counter.
+// bpf_link, its program swapped) under one unbroken stream of frames, window after window, so both are measured
+// in the same run by the same counter.
 //
 // What it is and is not: veth has no wire, and the generator, both veths' NAPI polls and the program under test
 // all run on the generating CPU (veth polls its peer on the CPU that sent), so one CPU's figure is the whole
@@ -27,7 +28,9 @@ export interface LiveOptions {
   frameSize: number;
   /** Generator processes, one per CPU 0..cpus-1. */
   cpus: number;
+  /** One measuring window. */
   seconds: number;
+  /** Windows per program and flow count, the two programs in turns (ABBA). */
   runs: number;
   /** Frames per live-mode batch (the kernel's default is 64). */
   batch: number;
@@ -35,14 +38,18 @@ export interface LiveOptions {
   log?: (line: string) => void;
 }
 
-export const LIVE_DEFAULTS: LiveOptions = { flows: [1, 100, 10_000, 1_000_000], frameSize: 64, cpus: 1, seconds: 0.5, runs: 5, batch: 64, proto: 'tcp' };
+export const LIVE_DEFAULTS: LiveOptions = { flows: [1, 100, 10_000, 1_000_000], frameSize: 64, cpus: 1, seconds: 0.25, runs: 10, batch: 64, proto: 'tcp' };
 
 const VIP = '10.0.0.100';
 const SRC_BASE = '198.18.0.0'; // RFC 2544 benchmarking range
 const GEN_IF = 'gen0';
-// The window opens this long after the generators start (past the set-up of their page pools).
+// The first window opens this long after the generators start (past the set-up of their page pools).
 const SETTLE_MS = 200;
-const CALIBRATE = 1_000_000;
+// A window opens this long after the programs swap.
+const SWAP_MS = 20;
+// Frames per generator call: the most one call takes (minutes at any rate here); the generators are killed once the
+// windows are measured, and started again should one run out.
+const FRAMES_PER_CALL = 0xffff_ffff;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LB_IF = 'lb0';
 
@@ -81,10 +88,26 @@ class Generator {
     return (await done) as { sent: number; secs: number };
   }
 
+  /** Ends the generator, in the middle of a call if need be (the kernel's test run stops at a pending signal). */
   stop(): void {
-    if (this.child.connected) this.child.send({ stop: true } satisfies ToGen);
-    else this.child.kill();
+    this.child.kill('SIGKILL');
   }
+}
+
+/** Generators that all send until they run out or are stopped; finished once any has run out, error if one failed. */
+interface Running {
+  finished: boolean;
+  error?: Error;
+  done: Promise<unknown>;
+}
+
+function startAll(gens: Generator[]): Running {
+  const r: Running = { finished: false, done: Promise.resolve() };
+  r.done = Promise.all(gens.map((g) => g.run(FRAMES_PER_CALL).then(() => (r.finished = true)))).catch((e: Error) => {
+    r.finished = true;
+    r.error = e;
+  });
+  return r;
 }
 
 export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchResult[]> {
@@ -142,23 +165,17 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
             nsPath: ns.path, cpu, iface: GEN_IF, flows, srcBase: ipToBytes(SRC_BASE).readUInt32BE(0),
             frame: frame.toString('base64'), batch: o.batch,
           }));
-        const m = { 'xdp_min': [] as number[], 'xdp-dr': [] as number[], counter: [] as number[], offered: [] as number[] };
-        // Frames per call, per program: sized from a first call so that each call outlasts the window.
-        const repeat = new Map<string, number>();
-        for (const p of programs) {
-          replaceLinkProgram(link, p.fd, `${LB_IF} link`);
-          const s = await Promise.all(gens.map((g) => g.run(CALIBRATE)));
-          const rate = Math.max(...s.map((x) => x.sent / x.secs));
-          repeat.set(p.name, Math.ceil(rate * (SETTLE_MS / 1000 + o.seconds) * 1.5));
-        }
+        const m = { 'xdp_min': [] as number[], 'xdp-dr': [] as number[], counter: [] as number[] };
+        // The generators run on through every window while the programs take turns on the link, in the order
+        // ABBA BAAB ...: both programs meet the same generator and the same drift of a shared machine.
+        let running = startAll(gens);
+        await sleep(SETTLE_MS);
         for (let r = 0; r < o.runs; r++) {
-          for (const p of programs) {
-            replaceLinkProgram(link, p.fd, `${LB_IF} link`);
-            for (let attempt = 0; ; attempt++) {
-              const running = Promise.all(gens.map((g) => g.run(repeat.get(p.name)!)));
-              let finished = false;
-              void running.then(() => (finished = true), () => undefined);
-              await sleep(SETTLE_MS);
+          for (const p of r % 2 ? [...programs].reverse() : programs) {
+            for (;;) {
+              replaceLinkProgram(link, p.fd, `${LB_IF} link`);
+              // Frames already in flight when the programs swap belong to the one before.
+              await sleep(SWAP_MS);
               const f0 = forwarded();
               const c0 = lbTx();
               const t0 = process.hrtime.bigint();
@@ -166,18 +183,16 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
               const f1 = forwarded();
               const c1 = lbTx();
               const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-              const early = finished;
-              const sent = await running;
-              // A generator that ran out of frames inside the window would understate the rate: send more.
-              if (early && attempt < 3) {
-                repeat.set(p.name, 2 * repeat.get(p.name)!);
+              if (running.error) throw running.error;
+              // A generator that ran out of frames inside the window would understate the rate: start it again.
+              if (running.finished) {
+                await running.done;
+                running = startAll(gens);
+                await sleep(SETTLE_MS);
                 continue;
               }
               m[p.name as 'xdp_min' | 'xdp-dr'].push(Number(f1 - f0) / secs / 1e6);
-              if (p.name === 'xdp-dr') {
-                m.counter.push(Number(c1 - c0) / secs / 1e6);
-                m.offered.push(sent.reduce((a, x) => a + x.sent / x.secs, 0) / 1e6);
-              }
+              if (p.name === 'xdp-dr') m.counter.push(Number(c1 - c0) / secs / 1e6);
               break;
             }
           }
@@ -188,7 +203,7 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
           median(m['xdp-dr']), 'Mpps',
           {
             flows, frame_bytes: o.frameSize, cpus: o.cpus, proto: o.proto, batch: o.batch, seconds: o.seconds, runs: o.runs,
-            lb_counter_mpps: median(m.counter), offered_mpps_incl_setup: median(m.offered),
+            lb_counter_mpps: median(m.counter),
             runs_mpps: m['xdp-dr'], reference_runs_mpps: m['xdp_min'], paired_ratio: Number(paired.toFixed(2)),
           },
           { name: 'xdp_min', value: median(m['xdp_min']) },

@@ -1,7 +1,7 @@
 // One CPU's worth of the live benchmark's traffic, in a child process of its own (so each generator can be pinned
 // to a CPU and block in the kernel without stopping the others): it joins the benchmark's namespace, loads
-// bpf/xdp_gen.bpf.c with the flow count and runs it in live-frames mode on the template frame for as long as
-// the parent asks, then reports how many frames it offered.
+// bpf/xdp_gen.bpf.c with the flow count and runs it in live-frames mode on the template frame for as many
+// frames as the parent asks, then reports how many frames it offered.
 import { BpfObject, testRun, xdpContext, ifindexOf } from '../libbpf';
 import { ensureObject } from '../dataplane/build';
 import { setns, pinToCpu } from './netns';
@@ -16,8 +16,8 @@ export interface GenSetup {
   batch: number;
 }
 
-/** go: frames to send in one kernel call. */
-export type ToGen = { go: number } | { stop: true };
+/** go: frames to send in one kernel call. The parent ends a generator by killing it, in a call or between calls. */
+export type ToGen = { go: number };
 export type FromGen = { ready: true } | { sent: number; secs: number } | { error: string };
 
 function serve(setup: GenSetup): void {
@@ -38,11 +38,6 @@ function serve(setup: GenSetup): void {
     return;
   }
   process.on('message', (m: ToGen) => {
-    if ('stop' in m) {
-      obj.close();
-      process.disconnect();
-      return;
-    }
     try {
       // One call: each live-mode call first sets up its page pool (~20 ms here), which the parent's
       // measuring window leaves out.

@@ -64,8 +64,8 @@ function liveCommand(): Command {
     .option('--flows <list>', 'distinct 5-tuples, one run per value (1..1000000)', intList(1, 1_000_000), LIVE_DEFAULTS.flows)
     .option('--size <bytes>', 'frame size including the FCS', int(64, 1518), LIVE_DEFAULTS.frameSize)
     .option('--cpus <n>', 'generator CPUs (0..n-1)', int(1, 1024), LIVE_DEFAULTS.cpus)
-    .option('--seconds <s>', 'measuring window per run', num(0.1, 600), LIVE_DEFAULTS.seconds)
-    .option('--runs <n>', 'runs per program and flow count; the median is reported', int(1, 100), LIVE_DEFAULTS.runs)
+    .option('--seconds <s>', 'measuring window', num(0.1, 600), LIVE_DEFAULTS.seconds)
+    .option('--runs <n>', 'windows per program and flow count, the two programs in turns; medians are reported', int(1, 100), LIVE_DEFAULTS.runs)
     .option('--batch <n>', 'frames per live-mode batch', int(1, 256), LIVE_DEFAULTS.batch)
     .option('--proto <p>', 'tcp (ACK packets of established flows) or udp', (v) => {
       if (v !== 'tcp' && v !== 'udp') throw new InvalidArgumentError('must be tcp or udp');
@@ -75,7 +75,7 @@ function liveCommand(): Command {
     .action(async (o: { flows: number[]; size: number; cpus: number; seconds: number; runs: number; batch: number; proto: 'tcp' | 'udp'; json?: boolean }) => {
       const r = await runLive({ flows: o.flows, frameSize: o.size, cpus: o.cpus, seconds: o.seconds, runs: o.runs, batch: o.batch, proto: o.proto, log: progress });
       const title = `Mpps forwarded, ${o.size}-byte frames, ${o.cpus} generator CPU${o.cpus === 1 ? '' : 's'}`;
-      report('live', `${title}, median of ${o.runs} runs of ${o.seconds} s, against xdp_min on the same attachment`, r, !!o.json, {
+      report('live', `${title}, median of ${o.runs} windows of ${o.seconds} s each, in turns with xdp_min on the same attachment`, r, !!o.json, {
         svg: liveChart(r, `xdp-dr live: ${title}`),
       });
     });
