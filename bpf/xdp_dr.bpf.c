@@ -19,6 +19,21 @@ const volatile __u64 clock_mult = 0;
 /* Not read by the program: it keeps the enums in BTF for the loader. */
 const volatile struct xdp_dr_enums enums_in_btf;
 
+/* `xdp-dr bench micro` builds the program cut short after each stage of the fast path (BENCH_STAGE=1..4: the VIP
+ * filter, the service, the Maglev pick, the MAC rewrite) and times each build, so that what a stage costs is the
+ * difference between two builds. Other builds have no such exit. */
+#ifdef BENCH_STAGE
+#define bench_stage_end(n)                 \
+	do {                               \
+		if (BENCH_STAGE == (n))    \
+			return XDP_TX;     \
+	} while (0)
+#else
+#define bench_stage_end(n) \
+	do {               \
+	} while (0)
+#endif
+
 static __always_inline void count(struct counter *c, __u64 bytes)
 {
 	if (c) {
@@ -393,6 +408,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct ethhdr *eth, const
 	}
 
 	set_macs(eth, be);
+	bench_stage_end(4);
 	count(bpf_map_lookup_elem(&service_stats, &svc_id), bytes);
 	count(bpf_map_lookup_elem(&backend_stats, &bid), bytes);
 	return record(act == XDP_TX ? XDP_DR_STAT_TX : XDP_DR_STAT_REDIRECT, bytes, act);
@@ -581,6 +597,7 @@ static __always_inline int fast_ipv4(struct xdp_md *ctx, struct ethhdr *eth, str
 	daddr = iph->daddr;
 	if (!vip_bit(bpf_ntohl(daddr)))
 		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
+	bench_stage_end(1);
 
 	ports = *(__u32 *)l4;
 	epoch = active_epoch();
@@ -589,6 +606,7 @@ static __always_inline int fast_ipv4(struct xdp_md *ctx, struct ethhdr *eth, str
 		svc = lookup_service(daddr, 0, 0, 0, service_word(0, proto, XDP_DR_AF_INET), epoch);
 	if (!svc)
 		return record(XDP_DR_STAT_PASS_NO_SERVICE, bytes, XDP_PASS);
+	bench_stage_end(2);
 	saddr = iph->saddr;
 	h = flow_hash_v4(saddr, ports, seed64());
 	pick = svc->flags & SERVICE_F_HASH_L3 ? flow_hash_v4(saddr, daddr, seed64()) : h;
@@ -604,6 +622,7 @@ static __always_inline int fast_ipv4(struct xdp_md *ctx, struct ethhdr *eth, str
 	stat = maglev_pick(svc, pick, epoch, &bid, &be);
 	if (stat)
 		return record(stat, bytes, XDP_PASS);
+	bench_stage_end(3);
 	return forward(ctx, eth, be, svc->id, bid, bytes);
 }
 

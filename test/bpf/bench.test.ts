@@ -7,7 +7,7 @@ import { ensureObject } from '../../loader/src/dataplane/build';
 import { buildFrame, parseFrame } from '../../loader/src/packet';
 import { pinToCpu } from '../../loader/src/bench/netns';
 import { runLive } from '../../loader/src/bench/live';
-import { runMicro, MICRO_CASES } from '../../loader/src/bench/micro';
+import { runMicro, MICRO_CASES, STAGES } from '../../loader/src/bench/micro';
 
 const frame = buildFrame({ src: '198.18.0.1', dst: '10.0.0.100', sport: 1, dport: 80, proto: 'udp', padTo: 60 });
 
@@ -72,6 +72,11 @@ test('bench micro runs every case with the action it claims, against both refere
   const names = results.map((r) => r.name);
   for (const want of ['against the same packet untracked', 'straightforward DR program', 'against the straightforward DR program', 'SYN of a new flow'])
     assert.ok(names.some((n) => n.includes(want)), `a result for '${want}'`);
+  // Each stage build answered XDP_TX to the ACK (runMicro checks), and the steps add up to the whole program's ratio.
+  const steps = results.filter((r) => r.params.step !== undefined);
+  assert.deepEqual(steps.map((r) => r.params.step), [...STAGES, 'counters (service, backend, outcome)']);
+  const sum = steps.reduce((a, r) => a + Number(r.params.step_cost), 1);
+  assert.ok(Math.abs(sum - Number(steps[steps.length - 1].params.paired_ratio)) < 0.05, `steps ${sum} add up to the whole program's ratio`);
   for (const r of results) {
     assert.ok(r.value! > 0 && r.reference_value! > 0, `${r.name}: figures measured`);
     if (r.params.paired_ratio !== undefined) assert.ok(Number(r.params.paired_ratio) > 0);

@@ -79,4 +79,9 @@ test('a build whose maps differ is refused with the migration path, and the runn
   const bad = lab.run('upgrade', '-D', 'NOPE');
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--define 'NOPE' must be NAME=NUMBER/);
+  // Its maps match, so only this refusal keeps a program that cuts the data path short off the interface.
+  const bench = lab.run('upgrade', '-D', 'BENCH_STAGE=2');
+  assert.equal(bench.code, 2);
+  assert.match(bench.stderr, /BENCH_STAGE builds a program for benchmarks .* cannot run on an interface/);
+  assert.deepEqual(lab.digest(), before, 'maps, pins and the program on lb0 are as they were');
 });

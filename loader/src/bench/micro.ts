@@ -4,7 +4,7 @@
 import path from 'node:path';
 import { BpfObject, TypedMap, testRun, XDP_ACTION_NAME, struct, bytes, be16, u8, u32 } from '../libbpf';
 import { Dataplane, PIN_BASE } from '../dataplane/dataplane';
-import { ensureObject } from '../dataplane/build';
+import { ensureObject, BuildOptions } from '../dataplane/build';
 import { serviceKeyOf, SERVICE_FLAG, IPPROTO } from '../dataplane/layout';
 import { buildMaglevTable } from '../maglev';
 import { buildFrame, ipToBytes, macToBytes, FrameSpec, TCP_FLAGS } from '../packet';
@@ -13,10 +13,15 @@ import { BenchResult, median, pairedRatio, result } from './result';
 export interface MicroOptions {
   repeat: number;
   runs: number;
+  /** Also time builds of the program cut short after each stage of the fast path (see STAGES). */
+  stages: boolean;
   log?: (line: string) => void;
 }
 
-export const MICRO_DEFAULTS: MicroOptions = { repeat: 5_000_000, runs: 7 };
+export const MICRO_DEFAULTS: MicroOptions = { repeat: 5_000_000, runs: 7, stages: true };
+
+/** What the program has done when a build with BENCH_STAGE=n (bench_stage_end in bpf/xdp_dr.bpf.c) answers XDP_TX. */
+export const STAGES = ['parse + VIP filter', 'service lookup', 'flow hash + Maglev pick', 'MAC rewrite'] as const;
 
 const TRACKED_VIP = '10.0.0.101';
 const SYN = { src: '198.51.100.7', dst: '10.0.0.100', sport: 40000, dport: 80, proto: 'tcp', tcpFlags: TCP_FLAGS.SYN, padTo: 60 } as const;
@@ -40,25 +45,12 @@ export const refBackend = struct('ref_backend', [['dst_mac', bytes(6)], ['src_ma
 
 export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
   const o = { ...MICRO_DEFAULTS, ...opts };
-  const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `bench-micro-${process.pid}`), hashSeed: 1 });
+  const dp = loadWithServices('bench-micro');
   const min = BpfObject.open(ensureObject('xdp_min'));
   try {
     min.load();
     const minFd = min.programFd('xdp_min_tx');
-    const backends = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
-    for (const b of backends)
-      dp.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
-    const table = buildMaglevTable(backends, dp.limits.tableSize);
-    const services = [
-      { id: 1, vip: '10.0.0.100', port: 80, proto: 'tcp' as const },
-      { id: 2, vip: '10.0.0.100', port: 53, proto: 'udp' as const },
-      { id: 3, vip: '2001:db8::100', port: 80, proto: 'tcp' as const },
-      { id: 4, vip: TRACKED_VIP, port: 80, proto: 'tcp' as const, flags: SERVICE_FLAG.SERVICE_F_CONN_TABLE },
-    ];
-    for (const s of services) {
-      dp.installTable(s.id, table);
-      dp.putService(serviceKeyOf(ipToBytes(s.vip), s.port, s.proto), { id: s.id, flags: s.flags ?? 0 });
-    }
+    const table = buildMaglevTable(BACKENDS, dp.limits.tableSize);
     const results: BenchResult[] = [];
     for (const c of MICRO_CASES) {
       const frame = buildFrame(c.spec);
@@ -79,10 +71,79 @@ export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
       results.push(r);
     }
     results.push(trackedCost(dp, o), ...againstRefDr(dp, minFd, table, o), ...firstPackets(dp, minFd, o));
+    if (o.stages) results.push(...stageCosts(dp, minFd, o));
     return results;
   } finally {
     min.close();
     dp.discard();
+  }
+}
+
+const BACKENDS = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
+
+/** A program (of the given build) with the services and backends that the cases are sent to, its maps pinned apart. */
+function loadWithServices(name: string, build?: BuildOptions): Dataplane {
+  const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `${name}-${process.pid}`), hashSeed: 1, build });
+  try {
+    for (const b of BACKENDS)
+      dp.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
+    const table = buildMaglevTable(BACKENDS, dp.limits.tableSize);
+    const services = [
+      { id: 1, vip: '10.0.0.100', port: 80, proto: 'tcp' as const },
+      { id: 2, vip: '10.0.0.100', port: 53, proto: 'udp' as const },
+      { id: 3, vip: '2001:db8::100', port: 80, proto: 'tcp' as const },
+      { id: 4, vip: TRACKED_VIP, port: 80, proto: 'tcp' as const, flags: SERVICE_FLAG.SERVICE_F_CONN_TABLE },
+    ];
+    for (const s of services) {
+      dp.installTable(s.id, table);
+      dp.putService(serviceKeyOf(ipToBytes(s.vip), s.port, s.proto), { id: s.id, flags: s.flags ?? 0 });
+    }
+    return dp;
+  } catch (e) {
+    dp.discard();
+    throw e;
+  }
+}
+
+/**
+ * Where the established-flow ACK's nanoseconds go: builds of the program cut short after each stage of the fast path
+ * (BENCH_STAGE), and the whole program, timed in turn with xdp_min. What a stage costs is the rise of the paired
+ * ratio from the build before it (the first stage's from xdp_min itself, 1.0); the last step is the three counters.
+ */
+function stageCosts(full: Dataplane, minFd: number, o: MicroOptions): BenchResult[] {
+  const cut: Dataplane[] = [];
+  try {
+    STAGES.forEach((_, i) => cut.push(loadWithServices(`bench-stage${i + 1}`, { BENCH_STAGE: i + 1 })));
+    const builds = [
+      ...STAGES.map((stage, i) => ({ name: `cut after stage ${i + 1}, ${stage}`, step: stage, fd: cut[i].progFd! })),
+      { name: 'whole program', step: 'counters (service, backend, outcome)', fd: full.progFd! },
+    ];
+    const frame = buildFrame(MICRO_CASES[1].spec);
+    for (const b of builds) {
+      const action = XDP_ACTION_NAME[testRun(b.fd, { data: frame }).retval];
+      if (action !== 'XDP_TX') throw new Error(`the ACK gets ${action} from the build ${b.name}: the set-up is wrong`);
+    }
+    const ns = builds.map(() => [] as number[]);
+    const ref = builds.map(() => [] as number[]);
+    for (let r = 0; r < o.runs; r++) {
+      builds.forEach((b, i) => {
+        ref[i].push(testRun(minFd, { data: frame, repeat: o.repeat }).duration);
+        ns[i].push(testRun(b.fd, { data: frame, repeat: o.repeat }).duration);
+      });
+    }
+    let before = 1;
+    return builds.map((b, i) => {
+      const paired = pairedRatio(ns[i], ref[i]);
+      const r = result(`IPv4 TCP ACK, ${b.name}`, median(ns[i]), 'ns/packet', {
+        repeat: o.repeat, runs: o.runs, runs_ns: ns[i], reference_runs_ns: ref[i], paired_ratio: Number(paired.toFixed(2)),
+        step: b.step, step_cost: Number((paired - before).toFixed(2)),
+      }, { name: 'xdp_min', value: median(ref[i]) });
+      o.log?.(`  ${r.name}: ${r.value} ns, paired ratio ${paired.toFixed(2)}x; ${b.step} +${(paired - before).toFixed(2)}x xdp_min`);
+      before = paired;
+      return r;
+    });
+  } finally {
+    for (const d of cut) d.discard();
   }
 }
 

@@ -18,9 +18,13 @@ export interface BuildOptions {
   MAX_CONNS?: number;
   CONN_IDLE_TIMEOUT_S?: number;
   CONN_CLOSING_TIMEOUT_S?: number;
+  /** Benchmarks only: XDP_TX right after stage 1..4 of the fast path (bpf/xdp_dr.bpf.c, bench_stage_end). */
+  BENCH_STAGE?: number;
 }
 
-const OPTION_NAMES = ['MAX_SERVICES', 'MAX_BACKENDS', 'MAGLEV_M', 'MAX_TX_PORTS', 'MAX_CONNS', 'CONN_IDLE_TIMEOUT_S', 'CONN_CLOSING_TIMEOUT_S'];
+const OPTION_NAMES = ['MAX_SERVICES', 'MAX_BACKENDS', 'MAGLEV_M', 'MAX_TX_PORTS', 'MAX_CONNS', 'CONN_IDLE_TIMEOUT_S', 'CONN_CLOSING_TIMEOUT_S', 'BENCH_STAGE'];
+/** Options that make a program for benchmarks alone, never for a NIC. */
+export const BENCH_ONLY_OPTIONS = ['BENCH_STAGE'];
 
 const ARCH_INCLUDE = `/usr/include/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`;
 
@@ -41,6 +45,7 @@ function validate(defines: BuildOptions): void {
     if (v === undefined) continue;
     if (!OPTION_NAMES.includes(k)) throw new Error(`unknown build option ${k}: use one of ${OPTION_NAMES.join(', ')}`);
     if (!Number.isInteger(v) || v < 1 || v > 1 << 24) throw new Error(`build option ${k}=${v} must be an integer in 1..16777216`);
+    if (k === 'BENCH_STAGE' && v > 4) throw new Error(`build option BENCH_STAGE=${v}: the fast path has stages 1..4`);
     if (k === 'MAX_CONNS' && (v % 4 || v < 8))
       throw new Error(`build option MAX_CONNS=${v} must be a multiple of 4 and at least 8: the connection table is made of buckets of 4 records`);
   }

@@ -48,9 +48,10 @@ function microCommand(): Command {
     .description('ns/packet under BPF_PROG_TEST_RUN for six kinds of packet, each against the minimal XDP_TX program on the same frame')
     .option('--repeat <n>', 'runs of the program per measurement', int(1, 1e9), MICRO_DEFAULTS.repeat)
     .option('--runs <n>', 'measurements per program; the median is reported', int(1, 1000), MICRO_DEFAULTS.runs)
+    .option('--no-stages', 'skip the builds cut short after each stage of the fast path (where the ACK\'s time goes)')
     .option('--json', 'one JSON object per result')
-    .action((o: { repeat: number; runs: number; json?: boolean }) => {
-      const r = runMicro({ repeat: o.repeat, runs: o.runs, log: progress });
+    .action((o: { repeat: number; runs: number; stages: boolean; json?: boolean }) => {
+      const r = runMicro({ repeat: o.repeat, runs: o.runs, stages: o.stages, log: progress });
       report('micro', `BPF_PROG_TEST_RUN, repeat ${o.repeat}, median of ${o.runs} runs, against xdp_min (MAC swap + XDP_TX)`, r, !!o.json);
     });
 }

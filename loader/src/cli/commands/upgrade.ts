@@ -1,6 +1,6 @@
 // xdp-dr upgrade: a new build takes over a running load balancer without a lost packet.
 import { Command } from 'commander';
-import { ensureObject, BuildOptions } from '../../dataplane/build';
+import { ensureObject, BuildOptions, BENCH_ONLY_OPTIONS } from '../../dataplane/build';
 import { UsageError } from '../../errors';
 import { chooseInterface, upgrade } from '../../lb/instance';
 import { examples, out } from '../common';
@@ -28,6 +28,8 @@ export function upgradeCommand(): Command {
         for (const d of o.define) {
           const m = /^([A-Z_]+)=(\d+)$/.exec(d);
           if (!m) throw new UsageError(`--define '${d}' must be NAME=NUMBER, e.g. CONN_IDLE_TIMEOUT_S=300`);
+          if (BENCH_ONLY_OPTIONS.includes(m[1]))
+            throw new UsageError(`--define ${m[1]} builds a program for benchmarks that cuts the data path short; it cannot run on an interface`);
           defines[m[1]] = Number(m[2]);
         }
         const iface = chooseInterface(o.lb);
