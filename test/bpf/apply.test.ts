@@ -86,6 +86,53 @@ test('ids stay with what keeps existing; removing 1 of 10 backends moves about a
   });
 });
 
+test('a change right after another waits for packets still reading the other half while it plans, and only then writes', async () => {
+  await withLb(async (dp, change) => {
+    await change([web([be(1)])]);
+    const calls: string[] = [];
+    const asyncWait = dp.waitForReadersAsync.bind(dp);
+    const syncWait = dp.waitForReaders.bind(dp);
+    dp.waitForReaders = () => {
+      calls.push('wait');
+      syncWait();
+    };
+    const services = servicesOf([web([be(1), be(2)])]);
+
+    // Right after that change: planning starts the wait, and returns only once it is over, having written nothing.
+    assert.equal(dp.epochState().quiescent, 0);
+    dp.waitForReadersAsync = async () => {
+      calls.push('async wait starts');
+      await asyncWait();
+      calls.push('async wait ends');
+    };
+    const before = stateDigest(dp);
+    const p = await prepare({ iface: 'lo', dp }, services);
+    calls.push('planned');
+    assert.deepEqual(calls, ['async wait starts', 'async wait ends', 'planned']);
+    assert.equal(p.readersGone, dp.epochState().active);
+    assert.deepEqual(stateDigest(dp), before, 'planning wrote nothing');
+    apply(p, new Journal());
+    assert.deepEqual(calls, ['async wait starts', 'async wait ends', 'planned'], 'apply did not wait again');
+
+    // A wait that failed while planning is made good by apply itself.
+    calls.length = 0;
+    dp.waitForReadersAsync = () => Promise.reject(new Error('refused'));
+    const q = await prepare({ iface: 'lo', dp }, servicesOf([web([be(1)])]));
+    assert.equal(q.readersGone, undefined);
+    apply(q, new Journal());
+    assert.deepEqual(calls, ['wait']);
+
+    // At a quiet load balancer there is nothing to wait for.
+    quiesce(dp);
+    calls.length = 0;
+    dp.waitForReadersAsync = async () => void calls.push('async wait starts');
+    const r = await prepare({ iface: 'lo', dp }, services);
+    apply(r, new Journal());
+    assert.deepEqual(calls, []);
+    assert.equal(readState(dp).services[0].backends.length, 2);
+  });
+});
+
 test('an id handed out again starts with zero counters', async () => {
   await withLb(async (dp, change) => {
     await change([web([be(1)])]);

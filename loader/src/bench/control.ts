@@ -162,7 +162,7 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
         { name: 'read state + interface lookup, timed alone', value: part('state') + part('link') }),
       result('  writes: the table, the other half, the switch (and a grace period and clean-up, when there is any)',
         median(full.map((f) => f.apply)), 'ms', {}, { name: 'one RCU grace period alone (membarrier)', value: part('grace') }),
-      result('the same change right after another one (it waits one grace period first)', median(backToBack.map((f) => f.total)), 'ms',
+      result('the same change right after another one (it waits one grace period, while it plans)', median(backToBack.map((f) => f.total)), 'ms',
         { ...figures(backToBack), table_size: M }, { name: 'one RCU grace period alone (membarrier)', value: part('grace') }),
     );
     o.log?.(`  ${whole.name}: ${whole.value!.toFixed(1)} ms, live for packets after ${median(full.map((f) => f.switched)).toFixed(1)} ms`);

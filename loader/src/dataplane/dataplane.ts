@@ -261,6 +261,12 @@ export class Dataplane {
     this.waitByMapUpdate();
   }
 
+  /** waitForReaders with the grace period waited for on a worker thread, so that the caller can plan meanwhile. */
+  async waitForReadersAsync(): Promise<void> {
+    if (os.cpus().length > 1 && (await membarrierGlobalAsync())) return;
+    this.waitByMapUpdate();
+  }
+
   /** The kernel waits for a grace period in every update of a map-in-map: rewrite a table slot with what it holds. */
   waitByMapUpdate(): void {
     const slot = this.tableSlots()[0];
@@ -584,11 +590,19 @@ const EMPTY_SLOT: ServiceSlot = serviceSlot.decode(Buffer.alloc(serviceSlot.size
 export const ZERO_BACKEND: BackendInfo = backendInfo.decode(Buffer.alloc(backendInfo.size), 0);
 export const ZERO_META: BackendMeta = backendMeta.decode(Buffer.alloc(backendMeta.size), 0);
 
+const SYS_MEMBARRIER = process.arch === 'arm64' ? 283 : 324;
+const MEMBARRIER_CMD_GLOBAL = 1;
+
 /** membarrier(MEMBARRIER_CMD_GLOBAL): the kernel runs synchronize_rcu() for it. False when refused. */
 function membarrierGlobal(): boolean {
-  const nr = process.arch === 'arm64' ? 283 : 324;
-  const MEMBARRIER_CMD_GLOBAL = 1;
-  return Number(fn.syscall(nr, 'int', MEMBARRIER_CMD_GLOBAL, 'int', 0, 'int', 0)) === 0;
+  return Number(fn.membarrier(SYS_MEMBARRIER, MEMBARRIER_CMD_GLOBAL, 0, 0)) === 0;
+}
+
+/** membarrierGlobal on a worker thread. */
+function membarrierGlobalAsync(): Promise<boolean> {
+  return new Promise((resolve) =>
+    fn.membarrier.async(SYS_MEMBARRIER, MEMBARRIER_CMD_GLOBAL, 0, 0, (err: unknown, r: unknown) => resolve(!err && Number(r) === 0)),
+  );
 }
 
 function sameKey(a: ServiceKey, b: ServiceKey): boolean {

@@ -84,16 +84,17 @@ export interface ApplyStats {
 /** For tests: called before each write with its number and name (a test can stop the process there). */
 export type WriteHook = (n: number, what: string) => void;
 
-export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal): ApplyStats {
+/** readersGone: the active epoch, if a grace period has passed since the switch to it (waited for while planning). */
+export function applyPlan(dp: Dataplane, plan: Plan, journal: Journal, readersGone?: number): ApplyStats {
   try {
-    return applySteps(dp, plan, journal);
+    return applySteps(dp, plan, journal, readersGone);
   } catch (e) {
     // Also what fails between writes: the journal may span other load balancers' changes made before this one.
     throw journal.rollback(e, 'applying the change');
   }
 }
 
-function applySteps(dp: Dataplane, plan: Plan, journal: Journal): ApplyStats {
+function applySteps(dp: Dataplane, plan: Plan, journal: Journal, readersGone?: number): ApplyStats {
   const start = journal.count;
   const from = plan.from;
   const live = from.epoch;
@@ -117,7 +118,7 @@ function applySteps(dp: Dataplane, plan: Plan, journal: Journal): ApplyStats {
   // Until a grace period has passed since the last switch, a packet may still be reading the other half.
   if (!dp.epochState().quiescent)
     journal.run('wait for packets still reading the other half', () => {
-      dp.waitForReaders();
+      if (readersGone !== live) dp.waitForReaders();
       dp.setEpoch(live, 1);
     }, () => {});
 

@@ -24,6 +24,8 @@ export interface Prepared {
   state: LbState;
   plan: Plan;
   warnings: string[];
+  /** The active epoch when planning began, if a grace period has passed since the switch to it. */
+  readersGone?: number;
 }
 
 export interface PrepareOptions {
@@ -36,6 +38,10 @@ export interface PrepareOptions {
 
 /** Everything that can fail for a reason outside the maps happens here, before any write. */
 export async function prepare(target: Target, services: Service[], opts: PrepareOptions = {}): Promise<Prepared> {
+  // Right after another change, packets may still read the half this one will write, and it must wait a grace
+  // period before its first write: that wait runs on a worker thread while the change is planned.
+  const epoch = target.dp.epochState();
+  const readers = epoch.quiescent ? undefined : target.dp.waitForReadersAsync().then(() => true, () => false);
   const state = readState(target.dp);
   const ingress = requireLink(target.iface);
   if (ingress.ifindex !== state.ifindex)
@@ -84,12 +90,13 @@ export async function prepare(target: Target, services: Service[], opts: Prepare
   }
 
   const plan = planChange({ dp: target.dp, state, ingress, egress, services, macs });
-  return { target, state, plan, warnings };
+  const readersGone = readers && (await readers) ? epoch.active : undefined;
+  return { target, state, plan, warnings, readersGone };
 }
 
 export function apply(p: Prepared, journal: Journal): ApplyStats {
   const t0 = process.hrtime.bigint();
-  const stats = applyPlan(p.target.dp, p.plan, journal);
+  const stats = applyPlan(p.target.dp, p.plan, journal, p.readersGone);
   logger.debug('change applied', { iface: p.target.iface, writes: stats.writes, slots: stats.slotsWritten, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
   return stats;
 }

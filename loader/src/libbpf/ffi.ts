@@ -167,7 +167,9 @@ export const fn = {
   btf__resolve_size: lib.func('int64_t btf__resolve_size(const btf *btf, uint32_t id)'),
 
   close: libc.func('int close(int fd)'),
-  syscall: libc.func('long syscall(long number, ...)'),
+  // membarrier(2) through syscall(2) with a fixed prototype: koffi runs only fixed prototypes on a worker thread
+  // (.async), and a grace-period wait should not stop the event loop.
+  membarrier: libc.func('long syscall(long number, int cmd, unsigned int flags, int cpu_id)'),
   flock: libc.func('int flock(int fd, int operation)'),
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)'),
   if_nametoindex: libc.func('uint32_t if_nametoindex(const char *name)'),
