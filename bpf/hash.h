@@ -48,7 +48,13 @@ static __always_inline __u32 flow_hash_v6(const __u32 src[4], const __u32 dst[4]
 
 /* The two buckets of a flow's connection record, out of n: the first from its 5-tuple hash, the second from that
  * hash mixed again, so that flows that share a first bucket mostly have different second ones. Multiply-shift
- * scales a hash to n buckets, so n need not be a power of 2. The loader computes the same (connBuckets). */
+ * scales a hash to n buckets, so n need not be a power of 2. The second bucket is another of the 64 (4 KB of
+ * 64-byte buckets) that the first one's index shares all but its low 6 bits with: a flow's two buckets lie in one
+ * page, so a lookup that reads both costs one TLB miss, which dominates a hit once the table outgrows the TLB.
+ * (The last group of a table whose size is not a multiple of 64 wraps around.) The loader computes the same
+ * (connBuckets). */
+#define CONN_GROUP_BUCKETS 64
+
 static __always_inline __u32 conn_bucket1(__u32 h, __u32 n)
 {
 	return ((__u64)h * n) >> 32;
@@ -56,7 +62,9 @@ static __always_inline __u32 conn_bucket1(__u32 h, __u32 n)
 
 static __always_inline __u32 conn_bucket2(__u32 h, __u64 seed, __u32 n)
 {
-	return ((hash_word(h, seed, FLOW_HASH_K3) >> 32) * n) >> 32;
+	__u32 d = 1 + (((hash_word(h, seed, FLOW_HASH_K3) >> 32) * (CONN_GROUP_BUCKETS - 1)) >> 32);
+
+	return (conn_bucket1(h, n) ^ d) % n;
 }
 
 /* The check word of a connection record: the record's 5-tuple hash h with the fields a packet is routed by. A record

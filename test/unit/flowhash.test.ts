@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { buildMaglevTable, DEFAULT_TABLE_SIZE } from '../../loader/src/maglev';
-import { flowHash, maglevSlot, FlowTuple } from '../../loader/src/dataplane/flowhash';
+import { flowHash, maglevSlot, connBuckets, CONN_GROUP_BUCKETS, FlowTuple } from '../../loader/src/dataplane/flowhash';
 
 const FLOWS = 100_000;
 const BACKENDS = 10;
@@ -64,4 +64,18 @@ test('the seed changes where flows go', () => {
   const f: FlowTuple = { src: '198.51.100.7', dst: '10.0.0.100', sport: 40000, dport: 80, proto: 6 };
   const hashes = new Set([0, 1, 2, 3, 0xffffffff].map((seed) => flowHash(seed, f, false)));
   assert.equal(hashes.size, 5);
+});
+
+test("a flow's two connection buckets differ and lie in one 4 KB page; seconds spread over the page", () => {
+  const n = 65536;
+  const seen = new Set<number>();
+  for (let i = 0; i < 20000; i++) {
+    const h = (Math.imul(i, 0x9e3779b1) ^ (i >>> 7)) >>> 0;
+    const [first, second] = connBuckets(h, 7, n);
+    assert.notEqual(first, second);
+    assert.equal(Math.floor(first / CONN_GROUP_BUCKETS), Math.floor(second / CONN_GROUP_BUCKETS), `h ${h}`);
+    seen.add(first ^ second);
+  }
+  // Flows sharing a first bucket must not all share the second: every offset within the page is used.
+  assert.equal(seen.size, CONN_GROUP_BUCKETS - 1);
 });

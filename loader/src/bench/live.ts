@@ -14,7 +14,7 @@ import { fork, ChildProcess } from 'node:child_process';
 import { BpfObject, PerCpuMap, u32, u64, attachXdp, replaceLinkProgram, fn } from '../libbpf';
 import { Dataplane, PIN_BASE } from '../dataplane/dataplane';
 import { ensureObject } from '../dataplane/build';
-import { serviceKeyOf } from '../dataplane/layout';
+import { serviceKeyOf, SERVICE_FLAG } from '../dataplane/layout';
 import { buildMaglevTable } from '../maglev';
 import { buildFrame, ipToBytes, macToBytes, TCP_FLAGS } from '../packet';
 import { ScratchNetns } from './netns';
@@ -35,10 +35,12 @@ export interface LiveOptions {
   /** Frames per live-mode batch (the kernel's default is 64). */
   batch: number;
   proto: 'tcp' | 'udp';
+  /** The service tracks connections (TCP): after its first frame, each flow follows its record. */
+  connTable: boolean;
   log?: (line: string) => void;
 }
 
-export const LIVE_DEFAULTS: LiveOptions = { flows: [1, 100, 10_000, 1_000_000], frameSize: 64, cpus: 1, seconds: 0.25, runs: 10, batch: 64, proto: 'tcp' };
+export const LIVE_DEFAULTS: LiveOptions = { flows: [1, 100, 10_000, 1_000_000], frameSize: 64, cpus: 1, seconds: 0.25, runs: 10, batch: 64, proto: 'tcp', connTable: false };
 
 const VIP = '10.0.0.100';
 const SRC_BASE = '198.18.0.0'; // RFC 2544 benchmarking range
@@ -129,7 +131,8 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
     for (const b of backends)
       dp.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
     dp.installTable(1, buildMaglevTable(backends, dp.limits.tableSize));
-    dp.putService(serviceKeyOf(ipToBytes(VIP), 80, o.proto), { id: 1, flags: 0 });
+    if (o.connTable && o.proto !== 'tcp') throw new Error('the connection table tracks TCP flows: use it with --proto tcp');
+    dp.putService(serviceKeyOf(ipToBytes(VIP), 80, o.proto), { id: 1, flags: o.connTable ? SERVICE_FLAG.SERVICE_F_CONN_TABLE : 0 });
     const txSlot = dp.statIds.get('TX')!;
 
     const min = BpfObject.open(ensureObject('xdp_min'));
@@ -199,10 +202,10 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
         }
         const paired = pairedRatio(m['xdp-dr'], m['xdp_min']);
         const res = result(
-          `live ${flows} flow${flows === 1 ? '' : 's'}, ${o.frameSize} B, ${o.cpus} CPU${o.cpus === 1 ? '' : 's'}`,
+          `live ${flows} flow${flows === 1 ? '' : 's'}, ${o.frameSize} B, ${o.cpus} CPU${o.cpus === 1 ? '' : 's'}${o.connTable ? ', connection table' : ''}`,
           median(m['xdp-dr']), 'Mpps',
           {
-            flows, frame_bytes: o.frameSize, cpus: o.cpus, proto: o.proto, batch: o.batch, seconds: o.seconds, runs: o.runs,
+            flows, frame_bytes: o.frameSize, cpus: o.cpus, proto: o.proto, conn_table: o.connTable, batch: o.batch, seconds: o.seconds, runs: o.runs,
             lb_counter_mpps: median(m.counter),
             runs_mpps: m['xdp-dr'], reference_runs_mpps: m['xdp_min'], paired_ratio: Number(paired.toFixed(2)),
           },

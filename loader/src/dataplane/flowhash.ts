@@ -52,10 +52,14 @@ export function maglevSlot(hash: number, size: number): number {
   return Number((BigInt(hash >>> 0) * BigInt(size)) >> 32n);
 }
 
+/** A flow's second bucket lies among this many around its first (one 4 KB page of buckets): CONN_GROUP_BUCKETS. */
+export const CONN_GROUP_BUCKETS = 64;
+
 /** The two buckets, out of n, that may hold the record of a flow with 5-tuple hash h (conn_bucket1/2, bpf/hash.h). */
 export function connBuckets(h: number, seed: number, n: number): [number, number] {
-  const scale = (x: bigint) => Number((x * BigInt(n)) >> 32n);
-  return [scale(BigInt(h >>> 0)), scale(hashWord(BigInt(h >>> 0), seed64(seed), K[3]) >> 32n)];
+  const first = Number((BigInt(h >>> 0) * BigInt(n)) >> 32n);
+  const d = 1 + Number(((hashWord(BigInt(h >>> 0), seed64(seed), K[3]) >> 32n) * BigInt(CONN_GROUP_BUCKETS - 1)) >> 32n);
+  return [first, ((first ^ d) >>> 0) % n];
 }
 
 /** The check word of a connection record (conn_check, bpf/hash.h): h is the record's 5-tuple hash. */

@@ -72,10 +72,14 @@ function liveCommand(): Command {
       if (v !== 'tcp' && v !== 'udp') throw new InvalidArgumentError('must be tcp or udp');
       return v;
     }, LIVE_DEFAULTS.proto)
+    .option('--conn-table', 'the service tracks connections: each flow follows its record after its first frame (tcp only)')
     .option('--json', 'one JSON object per result')
-    .action(async (o: { flows: number[]; size: number; cpus: number; seconds: number; runs: number; batch: number; proto: 'tcp' | 'udp'; json?: boolean }) => {
-      const r = await runLive({ flows: o.flows, frameSize: o.size, cpus: o.cpus, seconds: o.seconds, runs: o.runs, batch: o.batch, proto: o.proto, log: progress });
-      const title = `Mpps forwarded, ${o.size}-byte frames, ${o.cpus} generator CPU${o.cpus === 1 ? '' : 's'}`;
+    .action(async (o: { flows: number[]; size: number; cpus: number; seconds: number; runs: number; batch: number; proto: 'tcp' | 'udp'; connTable?: boolean; json?: boolean }) => {
+      if (o.connTable && o.proto !== 'tcp') throw new UsageError('--conn-table tracks TCP flows: use it with --proto tcp');
+      const r = await runLive({
+        flows: o.flows, frameSize: o.size, cpus: o.cpus, seconds: o.seconds, runs: o.runs, batch: o.batch, proto: o.proto, connTable: !!o.connTable, log: progress,
+      });
+      const title = `Mpps forwarded, ${o.size}-byte frames, ${o.cpus} generator CPU${o.cpus === 1 ? '' : 's'}${o.connTable ? ', connection table' : ''}`;
       report('live', `${title}, median of ${o.runs} windows of ${o.seconds} s each, in turns with xdp_min on the same attachment`, r, !!o.json, {
         svg: liveChart(r, `xdp-dr live: ${title}`),
       });
