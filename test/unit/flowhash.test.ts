@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { buildMaglevTable, DEFAULT_TABLE_SIZE } from '../../loader/src/maglev';
-import { flowHash, maglevSlot, connBuckets, CONN_GROUP_BUCKETS, FlowTuple } from '../../loader/src/dataplane/flowhash';
+import { flowHash, flowHashWords, maglevSlot, connBuckets, connCheck, CONN_GROUP_BUCKETS, FlowTuple } from '../../loader/src/dataplane/flowhash';
 
 const FLOWS = 100_000;
 const BACKENDS = 10;
@@ -78,4 +78,35 @@ test("a flow's two connection buckets differ and lie in one 4 KB page; seconds s
   }
   // Flows sharing a first bucket must not all share the second: every offset within the page is used.
   assert.equal(seen.size, CONN_GROUP_BUCKETS - 1);
+});
+
+test('the hash in 32-bit halves equals the 64-bit arithmetic of bpf/hash.h, edge values included', () => {
+  // The C definitions in BigInt, as the oracle.
+  const M64 = (1n << 64n) - 1n;
+  const K = [0x9e3779b97f4a7c15n, 0xc2b2ae3d27d4eb4fn, 0x165667b19e3779f9n, 0x27d4eb2f165667c5n, 0xff51afd7ed558ccdn];
+  const word = (w: bigint, seed: number, k: bigint) => ((w ^ (BigInt(seed >>> 0) * 0x100000001n)) * k) & M64;
+  const pair = (lo: number, hi: number) => BigInt(lo >>> 0) | (BigInt(hi >>> 0) << 32n);
+  const top = (x: bigint) => Number((x & M64) >> 32n);
+  const scaleB = (x: number, n: number) => Number((BigInt(x >>> 0) * BigInt(n)) >> 32n);
+  const edges = [0, 1, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
+  let state = 12345;
+  const rnd = () => (state = (Math.imul(state, 1103515245) + 12345) >>> 0) ^ (Math.imul(state, 0x9e3779b1) >>> 0);
+  const value = (i: number) => (i < edges.length * 4 ? edges[i % edges.length] : rnd() >>> 0);
+  for (let i = 0; i < 5000; i++) {
+    const [seed, a, b, c, d, p] = [value(i), value(i + 1), value(i + 3), value(i + 5), value(i + 7), value(i + 2)];
+    assert.equal(flowHashWords(seed, [a], [b], p, false), top(word(pair(a, p), seed, K[0])));
+    assert.equal(flowHashWords(seed, [a], [b], p, true), top(word(pair(a, b), seed, K[0])));
+    const src = [a, b, c, d], dst = [d, c, p, a];
+    assert.equal(flowHashWords(seed, src, dst, p, false),
+      top(word(pair(a, b), seed, K[0]) + word(pair(c, d), seed, K[1]) + word(BigInt(p >>> 0), seed, K[4])));
+    assert.equal(flowHashWords(seed, src, dst, p, true),
+      top(word(pair(a, b), seed, K[0]) + word(pair(c, d), seed, K[1]) + word(pair(d, c), seed, K[2]) + word(pair(p, a), seed, K[3])));
+    assert.equal(connCheck(a, b, c, d, seed), top(word(pair(b, c), seed, K[1]) + word(pair(d, a), seed, K[2])));
+    for (const n of [1, 2, 7, 64, 65536, (1 << 22) + 3]) {
+      const first = scaleB(a, n);
+      const second = (first ^ (1 + scaleB(top(word(BigInt(a >>> 0), seed, K[3])), 63))) % n;
+      assert.deepEqual(connBuckets(a, seed, n), [first, second], `h ${a} seed ${seed} n ${n}`);
+    }
+    assert.equal(maglevSlot(a, 65537), scaleB(a, 65537));
+  }
 });

@@ -19,19 +19,20 @@ export class ConnTable {
   }
 
   /** A flow's 5-tuple hash, which places its record and enters its check word. */
-  private hashOf(key: ConnKey): number {
+  private hashOf(key: ConnKey, seed: number): number {
     const words = (a: Buffer) => addressWords(key.family === FAMILY.XDP_DR_AF_INET ? a.subarray(0, 4) : a);
-    return flowHashWords(this.seed(), words(key.src), words(key.dst), portsWord(key.sport, key.dport), false);
+    return flowHashWords(seed, words(key.src), words(key.dst), portsWord(key.sport, key.dport), false);
   }
 
   /** The two buckets a flow's record may sit in. */
   bucketsOf(key: ConnKey): [number, number] {
-    return connBuckets(this.hashOf(key), this.seed(), this.raw.info.maxEntries);
+    const seed = this.seed();
+    return connBuckets(this.hashOf(key, seed), seed, this.raw.info.maxEntries);
   }
 
   /** Whether a record is whole, as the program tells (a record two writes mixed is no record). */
-  private whole(e: ConnBucket['way'][number]): boolean {
-    return e.key.family !== 0 && e.check === connCheck(this.hashOf(e.key), e.value.backend, e.value.gen, e.value.service, this.seed());
+  private whole(e: ConnBucket['way'][number], seed: number): boolean {
+    return e.key.family !== 0 && e.check === connCheck(this.hashOf(e.key, seed), e.value.backend, e.value.gen, e.value.service, seed);
   }
 
   /** A flow's record, whatever its age: the program decides whether it still binds. */
@@ -40,16 +41,18 @@ export class ConnTable {
     for (const b of new Set(this.bucketsOf(key))) {
       const bucket = this.buckets.lookup(b);
       const hit = bucket?.way.find((e) => e.key.family !== 0 && connKey.toBuffer(e.key).equals(want));
-      if (hit) return this.whole(hit) ? hit.value : undefined;
+      if (hit) return this.whole(hit, this.seed()) ? hit.value : undefined;
     }
     return undefined;
   }
 
   /** Every whole record held, in bucket order. */
   all(): [ConnKey, ConnValue][] {
+    // The seed is read from a map: once, not twice a record.
+    const seed = this.seed();
     const out: [ConnKey, ConnValue][] = [];
     for (const [, bucket] of this.buckets.all({ skipZero: true }))
-      for (const e of bucket.way) if (this.whole(e)) out.push([e.key, e.value]);
+      for (const e of bucket.way) if (this.whole(e, seed)) out.push([e.key, e.value]);
     return out;
   }
 
