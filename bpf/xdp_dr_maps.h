@@ -110,7 +110,7 @@ struct {
 
 /* Bucket (conn_bucket1/2 in hash.h) -> CONN_WAYS records of TCP flows and the backends they were given. Mappable
  * arrays keep their elements page-aligned; the others start them after the map's header (312 bytes on 6.18), where
- * every 64-byte bucket would straddle two cache lines. */
+ * every 64-byte record would straddle two cache lines and a group of buckets two pages. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_CONNS / CONN_WAYS);

@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { buildMaglevTable, DEFAULT_TABLE_SIZE } from '../../loader/src/maglev';
+import { connBucket } from '../../loader/src/dataplane/layout';
 import { flowHash, flowHashWords, maglevSlot, connBuckets, connCheck, CONN_GROUP_BUCKETS, FlowTuple } from '../../loader/src/dataplane/flowhash';
 
 const FLOWS = 100_000;
@@ -78,6 +79,8 @@ test("a flow's two connection buckets differ and lie in one 4 KB page; seconds s
   }
   // Flows sharing a first bucket must not all share the second: every offset within the page is used.
   assert.equal(seen.size, CONN_GROUP_BUCKETS - 1);
+  // The group is a page of buckets as the program lays them out (the codec is held to the program's BTF).
+  assert.equal(CONN_GROUP_BUCKETS * connBucket.size, 4096);
 });
 
 test('the hash in 32-bit halves equals the 64-bit arithmetic of bpf/hash.h, edge values included', () => {
@@ -102,9 +105,9 @@ test('the hash in 32-bit halves equals the 64-bit arithmetic of bpf/hash.h, edge
     assert.equal(flowHashWords(seed, src, dst, p, true),
       top(word(pair(a, b), seed, K[0]) + word(pair(c, d), seed, K[1]) + word(pair(d, c), seed, K[2]) + word(pair(p, a), seed, K[3])));
     assert.equal(connCheck(a, b, c, d, seed), top(word(pair(b, c), seed, K[1]) + word(pair(d, a), seed, K[2])));
-    for (const n of [1, 2, 7, 64, 65536, (1 << 22) + 3]) {
+    for (const n of [1, 2, 7, 16, 17, 64, 65536, (1 << 22) + 3]) {
       const first = scaleB(a, n);
-      const second = (first ^ (1 + scaleB(top(word(BigInt(a >>> 0), seed, K[3])), 63))) % n;
+      const second = (first ^ (1 + scaleB(top(word(BigInt(a >>> 0), seed, K[3])), 15))) % n;
       assert.deepEqual(connBuckets(a, seed, n), [first, second], `h ${a} seed ${seed} n ${n}`);
     }
     assert.equal(maglevSlot(a, 65537), scaleB(a, 65537));

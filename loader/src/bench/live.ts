@@ -70,6 +70,12 @@ class Generator {
       this.waiting = undefined;
       w?.reject(new Error(`live generator exited (code ${code})`));
     });
+    // A message to a child that has gone fails here, not as an uncaught exception; the run fails through 'exit'.
+    child.on('error', (e) => {
+      const w = this.waiting;
+      this.waiting = undefined;
+      w?.reject(new Error(`live generator: ${e.message}`));
+    });
   }
 
   private next(): Promise<FromGen> {
@@ -175,7 +181,7 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
         await sleep(SETTLE_MS);
         for (let r = 0; r < o.runs; r++) {
           for (const p of r % 2 ? [...programs].reverse() : programs) {
-            for (;;) {
+            for (let attempt = 0; ; attempt++) {
               replaceLinkProgram(link, p.fd, `${LB_IF} link`);
               // Frames already in flight when the programs swap belong to the one before.
               await sleep(SWAP_MS);
@@ -190,6 +196,9 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
               // A generator that ran out of frames inside the window would understate the rate: start it again.
               if (running.finished) {
                 await running.done;
+                if (running.error) throw running.error;
+                if (attempt === 2)
+                  throw new Error(`a generator sent all ${FRAMES_PER_CALL} frames of a call within a window of ${o.seconds} s, three times: use a shorter --seconds`);
                 running = startAll(gens);
                 await sleep(SETTLE_MS);
                 continue;

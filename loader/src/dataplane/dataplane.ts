@@ -261,10 +261,12 @@ export class Dataplane {
     this.waitByMapUpdate();
   }
 
-  /** waitForReaders with the grace period waited for on a worker thread, so that the caller can plan meanwhile. */
-  async waitForReadersAsync(): Promise<void> {
-    if (os.cpus().length > 1 && (await membarrierGlobalAsync())) return;
-    this.waitByMapUpdate();
+  /**
+   * waitForReaders' membarrier on a worker thread, so that the caller can plan meanwhile: true once a grace period
+   * has passed, false where membarrier cannot wait (then waitForReaders must, by a map write, under the change lock).
+   */
+  async waitForReadersAsync(): Promise<boolean> {
+    return os.cpus().length > 1 && (await membarrierGlobalAsync());
   }
 
   /** The kernel waits for a grace period in every update of a map-in-map: rewrite a table slot with what it holds. */

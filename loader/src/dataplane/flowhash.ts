@@ -78,7 +78,7 @@ export function maglevSlot(hash: number, size: number): number {
 }
 
 /** A flow's second bucket lies among this many around its first (one 4 KB page of buckets): CONN_GROUP_BUCKETS. */
-export const CONN_GROUP_BUCKETS = 64;
+export const CONN_GROUP_BUCKETS = 16;
 
 /** The two buckets, out of n, that may hold the record of a flow with 5-tuple hash h (conn_bucket1/2, bpf/hash.h). */
 export function connBuckets(h: number, seed: number, n: number): [number, number] {

@@ -41,7 +41,7 @@ export async function prepare(target: Target, services: Service[], opts: Prepare
   // Right after another change, packets may still read the half this one will write, and it must wait a grace
   // period before its first write: that wait runs on a worker thread while the change is planned.
   const epoch = target.dp.epochState();
-  const readers = epoch.quiescent ? undefined : target.dp.waitForReadersAsync().then(() => true, () => false);
+  const readers = epoch.quiescent ? undefined : target.dp.waitForReadersAsync().catch(() => false);
   const state = readState(target.dp);
   const ingress = requireLink(target.iface);
   if (ingress.ifindex !== state.ifindex)
