@@ -76,7 +76,7 @@ test('bench micro runs every case with the action it claims, against both refere
   const steps = results.filter((r) => r.params.step !== undefined);
   assert.deepEqual(steps.map((r) => r.params.step), [...STAGES, 'counters (service, backend, outcome)']);
   const sum = steps.reduce((a, r) => a + Number(r.params.step_cost), 1);
-  assert.ok(Math.abs(sum - Number(steps[steps.length - 1].params.paired_ratio)) < 0.05, `steps ${sum} add up to the whole program's ratio`);
+  assert.ok(Math.abs(sum - Number(steps[steps.length - 1].params.paired_ratio_iqm)) < 0.05, `steps ${sum} add up to the whole program's ratio`);
   for (const r of results) {
     assert.ok(r.value! > 0 && r.reference_value! > 0, `${r.name}: figures measured`);
     if (r.params.paired_ratio !== undefined) assert.ok(Number(r.params.paired_ratio) > 0);

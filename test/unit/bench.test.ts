@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { result, formatTable, saveResults, median } from '../../loader/src/bench/result';
+import { result, formatTable, saveResults, median, pairedRatio, pairedRatioIqm } from '../../loader/src/bench/result';
 import { liveChart } from '../../loader/src/bench/chart';
 import { runMaglev } from '../../loader/src/bench/maglev';
 
@@ -17,6 +17,14 @@ test('a result carries its reference and the ratio to it; without one, the ratio
   assert.equal(result('z', null, 'MiB', {}, { name: 'r', value: 1 }).ratio, null);
   assert.equal(median([5, 1, 3]), 3);
   assert.equal(median([4, 1, 3, 2]), 2.5);
+});
+
+test('paired ratios: the median of run-by-run ratios, and the mean of their middle half, which drops outliers', () => {
+  const ref = [10, 10, 10, 10, 10, 10, 10, 10];
+  const ours = [20, 21, 21, 21, 20, 21, 90, 1];
+  // Sorted: 0.1 2 2 2.1 2.1 2.1 2.1 9: the median is 2.1, the mean of the middle half (2 2.1 2.1 2.1) 2.075.
+  assert.ok(Math.abs(pairedRatio(ours, ref) - 2.1) < 1e-9);
+  assert.ok(Math.abs(pairedRatioIqm(ours, ref) - 2.075) < 1e-9);
 });
 
 test('the table has a row per result and leaves the reference empty where there is none', () => {

@@ -55,6 +55,18 @@ export const median = (xs: readonly number[]): number => {
  */
 export const pairedRatio = (ours: readonly number[], ref: readonly number[]): number => median(ours.map((v, i) => v / ref[i]));
 
+/**
+ * The mean of the middle half of the paired ratios (the interquartile mean): BPF_PROG_TEST_RUN reports whole
+ * nanoseconds, so at ~10 ns a median moves in steps of a tenth, too coarse for the difference of two figures; the
+ * mean of the middle half resolves finer and still drops the runs that met a change of the machine's state.
+ */
+export const pairedRatioIqm = (ours: readonly number[], ref: readonly number[]): number => {
+  const r = ours.map((v, i) => v / ref[i]).sort((a, b) => a - b);
+  const q = Math.floor(r.length / 4);
+  const mid = r.slice(q, r.length - q);
+  return mid.reduce((a, b) => a + b, 0) / mid.length;
+};
+
 const fmt = (v: number | null, digits: number): string => (v === null ? '-' : Number.isInteger(v) ? String(v) : v.toFixed(digits));
 
 /** A readable table of results: name, value, reference, ratio. */
