@@ -30,7 +30,7 @@ export interface LiveOptions {
   cpus: number;
   /** One measuring window. */
   seconds: number;
-  /** Windows per program and flow count, the two programs in turns (ABBA). */
+  /** Windows per program and flow count, the two programs in turns (AB BA AB BA ...). */
   runs: number;
   /** Frames per live-mode batch (the kernel's default is 64). */
   batch: number;
@@ -176,7 +176,7 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
           }));
         const m = { 'xdp_min': [] as number[], 'xdp-dr': [] as number[], counter: [] as number[] };
         // The generators run on through every window while the programs take turns on the link, in the order
-        // ABBA BAAB ...: both programs meet the same generator and the same drift of a shared machine.
+        // AB BA AB BA ...: both programs meet the same generator and the same drift of a shared machine.
         let running = startAll(gens);
         await sleep(SETTLE_MS);
         for (let r = 0; r < o.runs; r++) {
