@@ -52,6 +52,7 @@ const SWAP_MS = 20;
 // Frames per generator call: the most one call takes (minutes at any rate here); the generators are killed once the
 // windows are measured, and started again should one run out.
 const FRAMES_PER_CALL = 0xffff_ffff;
+const GEN_START_TIMEOUT_MS = 30_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LB_IF = 'lb0';
 
@@ -86,7 +87,20 @@ class Generator {
     const g = new Generator(fork(path.join(__dirname, 'livegen.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
     const ready = g.next();
     g.child.send(setup);
-    await ready;
+    // Loading the generator takes well under a second; a child that never answers must not hang the benchmark.
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      g.stop();
+    }, GEN_START_TIMEOUT_MS);
+    try {
+      await ready;
+    } catch (e) {
+      g.stop();
+      throw late ? new Error(`the live generator did not start within ${GEN_START_TIMEOUT_MS / 1000} s`) : e;
+    } finally {
+      clearTimeout(timer);
+    }
     return g;
   }
 
