@@ -2,7 +2,7 @@
 // a flow's record in one of the two buckets its 5-tuple hash names (conn_bucket1/2 in bpf/hash.h).
 import { RawMap, TypedMap } from '../libbpf';
 import { u32 } from '../libbpf/codec';
-import { connBucket, connKey, ConnBucket, ConnKey, ConnValue, CONN_WAYS, FAMILY } from './layout';
+import { connBucket, connEntry, connKey, ConnBucket, ConnKey, ConnValue, CONN_WAYS, FAMILY } from './layout';
 import { addressWords, connBuckets, connCheck, flowHashWords, portsWord } from './flowhash';
 
 export class ConnTable {
@@ -48,11 +48,16 @@ export class ConnTable {
 
   /** Every whole record held, in bucket order. */
   all(): [ConnKey, ConnValue][] {
-    // The seed is read from a map: once, not twice a record.
+    // The seed is read from a map: once, not twice a record. Records are read raw and only those in use decoded:
+    // in a table with room most are empty.
     const seed = this.seed();
+    const { values, count } = this.raw.lookupAll();
     const out: [ConnKey, ConnValue][] = [];
-    for (const [, bucket] of this.buckets.all({ skipZero: true }))
-      for (const e of bucket.way) if (this.whole(e, seed)) out.push([e.key, e.value]);
+    for (let at = 0; at < count * connBucket.size; at += connEntry.size) {
+      if (values[at + FAMILY_AT] === 0) continue;
+      const e = connEntry.decode(values, at);
+      if (this.whole(e, seed)) out.push([e.key, e.value]);
+    }
     return out;
   }
 
@@ -64,3 +69,6 @@ export class ConnTable {
 }
 
 const EMPTY_BUCKET = connBucket.fromBuffer(Buffer.alloc(connBucket.size));
+// A record's family byte (0: empty), and records laid end to end in a bucket, as all() reads them.
+const FAMILY_AT = connKey.fields.find((f) => f.name === 'family')!.offset;
+if (connBucket.size !== CONN_WAYS * connEntry.size) throw new Error('struct conn_bucket is not CONN_WAYS records end to end');
