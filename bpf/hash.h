@@ -8,6 +8,7 @@
 #define XDP_DR_HASH_H
 
 #include <linux/types.h>
+#include "xdp_dr_kern_user.h"
 
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
@@ -49,11 +50,10 @@ static __always_inline __u32 flow_hash_v6(const __u32 src[4], const __u32 dst[4]
 /* The two buckets of a flow's connection record, out of n: the first from its 5-tuple hash, the second from that
  * hash mixed again, so that flows that share a first bucket mostly have different second ones. Multiply-shift
  * scales a hash to n buckets, so n need not be a power of 2. The second bucket is another of the 16 buckets (4 KB:
- * CONN_GROUP_BUCKETS buckets of 4 records of 64 bytes) that the first one's index shares all but its low 4 bits
- * with: a flow's two buckets lie in one page, so a lookup that reads both costs one TLB miss, which dominates a
- * hit once the table outgrows the TLB. (The last group of a table whose size is not a multiple of 16 wraps
- * around.) The loader computes the same (connBuckets). */
-#define CONN_GROUP_BUCKETS 16
+ * CONN_GROUP_BUCKETS in xdp_dr_kern_user.h) that the first one's index shares all but its low 4 bits with: a
+ * flow's two buckets lie in one page, so a lookup that reads both costs one TLB miss, which dominates a hit once
+ * the table outgrows the TLB. (The last group of a table whose size is not a multiple of 16 wraps around.) The
+ * loader computes the same (connBuckets). */
 
 static __always_inline __u32 conn_bucket1(__u32 h, __u32 n)
 {

@@ -172,7 +172,6 @@ _Static_assert(sizeof(struct conn_key) == 40 && __builtin_offsetof(struct conn_k
 		       __builtin_offsetof(struct conn_key, family) == 37,
 	       "conn_words lays out a key as five words: source, destination, then ports, protocol and family");
 _Static_assert(sizeof(struct conn_entry) == 64, "a connection record fills one cache line");
-_Static_assert(CONN_GROUP_BUCKETS * sizeof(struct conn_bucket) == 4096, "a group of buckets (conn_bucket2) fills one page");
 
 #define CONN_BUCKETS (MAX_CONNS / CONN_WAYS)
 

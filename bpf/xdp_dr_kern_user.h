@@ -107,6 +107,10 @@ struct conn_bucket {
 	struct conn_entry way[CONN_WAYS];
 };
 
+/* Buckets per 4 KB page: a flow's second bucket is another of the group its first one is in (conn_bucket2). */
+#define CONN_GROUP_BUCKETS 16
+_Static_assert(CONN_GROUP_BUCKETS * sizeof(struct conn_bucket) == 4096, "a group of buckets fills one page");
+
 struct counter {
 	__u64 packets;
 	__u64 bytes;
@@ -154,6 +158,7 @@ enum xdp_dr_build {
 	XDP_DR_MAGLEV_CHUNK = MAGLEV_CHUNK,
 	XDP_DR_SERVICE_INDEX_BITS = SERVICE_INDEX_BITS,
 	XDP_DR_CONN_WAYS = CONN_WAYS,
+	XDP_DR_CONN_GROUP_BUCKETS = CONN_GROUP_BUCKETS,
 	XDP_DR_CONN_IDLE_TIMEOUT_S = CONN_IDLE_TIMEOUT_S,
 	XDP_DR_CONN_CLOSING_TIMEOUT_S = CONN_CLOSING_TIMEOUT_S,
 };

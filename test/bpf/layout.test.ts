@@ -6,6 +6,7 @@ import { STRUCTS, FAMILY, SERVICE_FLAG, SERVICE_SLOT_FLAG, BACKEND_FLAG, XDP_DR_
 import { ensureObject } from '../../loader/src/dataplane/build';
 import { struct, u8, u32, u64, type StructCodec } from '../../loader/src/libbpf/codec';
 import { refServiceKey, refBackend } from '../../loader/src/bench/micro';
+import { CONN_GROUP_BUCKETS } from '../../loader/src/dataplane/flowhash';
 
 const btf = Btf.fromFile(ensureObject('xdp_dr'));
 
@@ -37,6 +38,7 @@ test('enum values used by the loader match BTF', () => {
   assert.deepEqual(Object.fromEntries(btf.enumValues('xdp_dr_event')), XDP_DR_EVENT);
   assert.equal(btf.enumValues('xdp_dr_build').get('XDP_DR_MAGLEV_CHUNK'), MAGLEV_CHUNK);
   assert.equal(btf.enumValues('xdp_dr_build').get('XDP_DR_CONN_WAYS'), CONN_WAYS);
+  assert.equal(btf.enumValues('xdp_dr_build').get('XDP_DR_CONN_GROUP_BUCKETS'), CONN_GROUP_BUCKETS);
   const stats = btf.enumValues('xdp_dr_stat');
   assert.equal(stats.get('XDP_DR_STAT_TX'), 0);
   assert.equal(stats.get('XDP_DR_STAT_MAX'), stats.size - 1, 'the counters are dense and _MAX ends them');

@@ -18,6 +18,7 @@ import { serviceKeyOf, SERVICE_FLAG } from '../dataplane/layout';
 import { buildMaglevTable } from '../maglev';
 import { buildFrame, ipToBytes, macToBytes, TCP_FLAGS } from '../packet';
 import { ScratchNetns } from './netns';
+import { UsageError } from '../errors';
 import { BenchResult, median, pairedRatio, result } from './result';
 import type { GenSetup, ToGen, FromGen } from './livegen';
 
@@ -104,10 +105,11 @@ class Generator {
     return g;
   }
 
-  async run(frames: number): Promise<{ sent: number; secs: number }> {
+  /** Resolves once the generator has sent them all. */
+  async run(frames: number): Promise<void> {
     const done = this.next();
     this.child.send({ go: frames } satisfies ToGen);
-    return (await done) as { sent: number; secs: number };
+    await done;
   }
 
   /** Ends the generator, in the middle of a call if need be (the kernel's test run stops at a pending signal). */
@@ -134,6 +136,7 @@ function startAll(gens: Generator[]): Running {
 
 export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchResult[]> {
   const o = { ...LIVE_DEFAULTS, ...opts };
+  if (o.connTable && o.proto !== 'tcp') throw new UsageError('--conn-table tracks TCP flows: use it with --proto tcp');
   const log = o.log ?? (() => {});
   const ns = ScratchNetns.create(`xdrb-${process.pid}`);
   const cleanup: (() => void)[] = [];
@@ -151,7 +154,6 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
     for (const b of backends)
       dp.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
     dp.installTable(1, buildMaglevTable(backends, dp.limits.tableSize));
-    if (o.connTable && o.proto !== 'tcp') throw new Error('the connection table tracks TCP flows: use it with --proto tcp');
     dp.putService(serviceKeyOf(ipToBytes(VIP), 80, o.proto), { id: 1, flags: o.connTable ? SERVICE_FLAG.SERVICE_F_CONN_TABLE : 0 });
     const txSlot = dp.statIds.get('TX')!;
 

@@ -69,6 +69,5 @@ export class ConnTable {
 }
 
 const EMPTY_BUCKET = connBucket.fromBuffer(Buffer.alloc(connBucket.size));
-// A record's family byte (0: empty), and records laid end to end in a bucket, as all() reads them.
+// A record's family byte (0: empty). all() reads a bucket's records end to end, as struct conn_bucket holds them.
 const FAMILY_AT = connKey.fields.find((f) => f.name === 'family')!.offset;
-if (connBucket.size !== CONN_WAYS * connEntry.size) throw new Error('struct conn_bucket is not CONN_WAYS records end to end');

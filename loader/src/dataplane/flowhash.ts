@@ -77,7 +77,8 @@ export function maglevSlot(hash: number, size: number): number {
   return scale(hash, size);
 }
 
-/** A flow's second bucket lies among this many around its first (one 4 KB page of buckets): CONN_GROUP_BUCKETS. */
+/** A flow's second bucket lies among this many around its first (one 4 KB page of buckets): CONN_GROUP_BUCKETS,
+ * held to the program's by test/bpf/layout.test.ts. */
 export const CONN_GROUP_BUCKETS = 16;
 
 /** The two buckets, out of n, that may hold the record of a flow with 5-tuple hash h (conn_bucket1/2, bpf/hash.h). */

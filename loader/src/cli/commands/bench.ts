@@ -75,7 +75,6 @@ function liveCommand(): Command {
     .option('--conn-table', 'the service tracks connections: each flow follows its record after its first frame (tcp only)')
     .option('--json', 'one JSON object per result')
     .action(async (o: { flows: number[]; size: number; cpus: number; seconds: number; runs: number; batch: number; proto: 'tcp' | 'udp'; connTable?: boolean; json?: boolean }) => {
-      if (o.connTable && o.proto !== 'tcp') throw new UsageError('--conn-table tracks TCP flows: use it with --proto tcp');
       const r = await runLive({
         flows: o.flows, frameSize: o.size, cpus: o.cpus, seconds: o.seconds, runs: o.runs, batch: o.batch, proto: o.proto, connTable: !!o.connTable, log: progress,
       });
