@@ -2,9 +2,11 @@
 // from many flows (Documentation/networking/pktgen.rst), and the rate the load balancer forwarded, read from its
 // counters when it runs on this host. pktgen builds UDP only: it has no TCP mode.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
 import { Dataplane } from '../dataplane/dataplane';
+import { UsageError } from '../errors';
 import { BenchResult, result } from './result';
 
 export const PKTGEN_DIR = '/proc/net/pktgen';
@@ -16,14 +18,15 @@ export interface PktgenOptions {
   port: number;
   /** MAC of the load balancer's interface: the frames' destination. */
   dstMac: string;
-  /** First source address; flows spread over consecutive addresses, up to PORTS_PER_ADDR ports each. */
+  /** First source address; flows spread over consecutive addresses (flowRanges). */
   srcBase: string;
+  /** Distinct (source address, source port) pairs, exactly. */
   flows: number;
   /** Frame size including the 4-byte FCS (pktgen's pkt_size leaves it out). */
   size: number;
   /** Kernel threads (kpktgend_0..threads-1), one per CPU, each with its own device queue. */
   threads: number;
-  /** Copies queued per doorbell (xmit_more). */
+  /** Times each frame is sent in a row (xmit_more): flows then arrive in runs of this many frames. */
   burst: number;
   seconds: number;
 }
@@ -33,22 +36,51 @@ export interface PktgenWrite {
   command: string;
 }
 
+/** Ports per source address that the ranges aim at: enough addresses for a NIC's RSS to spread them. */
 export const PORTS_PER_ADDR = 64;
+/** Source addresses at most: the size of the RFC 2544 benchmarking range (198.18.0.0/15). */
+export const MAX_ADDRS = 1 << 17;
+/** Source ports at most: SRC_PORT_MIN and up, below 65536. */
+export const MAX_PORTS = 65536 - 10000;
+const SRC_PORT_MIN = 10000;
 
 function addIPv4(ip: string, n: number): string {
   const v = (ip.split('.').reduce((a, o) => a * 256 + Number(o), 0) + n) >>> 0;
   return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
 }
 
-/** Distinct (source address, source port) pairs the generated ranges cover: at least `flows`. */
-export function flowRanges(flows: number): { addrs: number; ports: number } {
-  const ports = Math.min(flows, PORTS_PER_ADDR);
-  return { addrs: Math.ceil(flows / ports), ports };
+const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
+
+/**
+ * How `flows` (address, port) pairs are made. pktgen steps the source address and the source port together, once
+ * per frame, each wrapping on its own; so the pairs it visits are all addrs x ports of them only when the two counts
+ * share no factor (else it repeats after lcm(addrs, ports)). The split takes the number of ports nearest to
+ * PORTS_PER_ADDR for which that holds; null when none keeps the addresses within MAX_ADDRS.
+ */
+export function flowRanges(flows: number): { addrs: number; ports: number } | null {
+  let best: number | null = null;
+  for (let ports = 1; ports <= Math.min(flows, MAX_PORTS); ports++) {
+    if (flows % ports || gcd(ports, flows / ports) !== 1 || flows / ports > MAX_ADDRS) continue;
+    if (best === null || Math.abs(Math.log(ports / PORTS_PER_ADDR)) < Math.abs(Math.log(best / PORTS_PER_ADDR))) best = ports;
+  }
+  return best === null ? null : { addrs: flows / best, ports: best };
+}
+
+/** flowRanges, or an error that says which counts work. */
+export function requireFlowRanges(flows: number): { addrs: number; ports: number } {
+  const r = flowRanges(flows);
+  if (r) return r;
+  let up = flows + 1;
+  while (!flowRanges(up)) up++;
+  throw new UsageError(
+    `--flows ${flows}: pktgen steps source address and port together, so the flows must split into address and port counts ` +
+      `with no common factor, at most ${MAX_ADDRS} addresses and ${MAX_PORTS} ports; ${flows} does not: use ${up}`,
+  );
 }
 
 /** The writes, in order, that set pktgen up; `start` (which blocks until stopped) is left to the caller. */
 export function pktgenCommands(o: PktgenOptions): PktgenWrite[] {
-  const { addrs, ports } = flowRanges(o.flows);
+  const { addrs, ports } = requireFlowRanges(o.flows);
   const w: PktgenWrite[] = [{ file: 'pgctrl', command: 'reset' }];
   for (let t = 0; t < o.threads; t++) {
     const thread = `kpktgend_${t}`;
@@ -58,7 +90,7 @@ export function pktgenCommands(o: PktgenOptions): PktgenWrite[] {
     const set = (command: string) => w.push({ file: dev, command });
     set('count 0'); // until stopped
     set('clone_skb 0'); // a fresh skb per frame: the ranges below only vary between skbs
-    set(`burst ${o.burst}`);
+    set(`burst ${o.burst}`); // sends each skb this many times
     set(`pkt_size ${o.size - 4}`);
     set('delay 0');
     set(`queue_map_min ${t}`);
@@ -70,8 +102,9 @@ export function pktgenCommands(o: PktgenOptions): PktgenWrite[] {
     set(`src_max ${addIPv4(o.srcBase, addrs - 1)}`);
     set(`udp_dst_min ${o.port}`);
     set(`udp_dst_max ${o.port}`);
-    set('udp_src_min 10000');
-    set(`udp_src_max ${10000 + ports - 1}`);
+    // Ports run from min to max - 1 (max itself is never sent), addresses from min to max.
+    set(`udp_src_min ${SRC_PORT_MIN}`);
+    set(`udp_src_max ${SRC_PORT_MIN + (ports > 1 ? ports : 0)}`);
     set('flag NO_TIMESTAMP');
   }
   return w;
@@ -96,9 +129,41 @@ function sentSoFar(dev: string): number {
   return m ? Number(m[1]) : 0;
 }
 
+/** pktgen's threads: one per CPU, kpktgend_0 and up. */
+function pktgenThreads(): number {
+  return fs.readdirSync(PKTGEN_DIR).filter((f) => /^kpktgend_\d+$/.test(f)).length;
+}
+
+/** Why pktgen refused a write, in words that say what to do. */
+function refusal(w: PktgenWrite, e: NodeJS.ErrnoException): Error {
+  const cmd = w.command.split(' ')[0];
+  // ENOTSUPP (524): pktgen's answer to a burst on a device that cannot send one skb several times.
+  if (cmd === 'burst' && (e.errno === -524 || /524/.test(e.message)))
+    return new UsageError(`${w.file} cannot send a frame several times in a row (veth cannot): use --burst 1`);
+  if (cmd === 'add_device') return new UsageError(`pktgen cannot use ${w.command.slice(11)}: is the interface there and up?`);
+  return new Error(`pktgen refused '${w.command}' for ${w.file}: ${e.message}`);
+}
+
 /** Runs pktgen for o.seconds; `lb` is the load balancer on this host whose TX/REDIRECT counters give the rate. */
 export async function runPktgen(o: PktgenOptions, lb?: Dataplane): Promise<BenchResult[]> {
-  for (const w of pktgenCommands(o)) fs.writeFileSync(path.join(PKTGEN_DIR, w.file), `${w.command}\n`);
+  const threads = pktgenThreads();
+  if (o.threads > threads)
+    throw new UsageError(`--threads ${o.threads}: pktgen has ${threads} thread${threads === 1 ? '' : 's'} here, one per CPU (of ${os.cpus().length})`);
+  const { addrs, ports } = requireFlowRanges(o.flows);
+  const pgctrl = path.join(PKTGEN_DIR, 'pgctrl');
+  try {
+    for (const w of pktgenCommands(o)) {
+      try {
+        fs.writeFileSync(path.join(PKTGEN_DIR, w.file), `${w.command}\n`);
+      } catch (e) {
+        throw refusal(w, e as NodeJS.ErrnoException);
+      }
+    }
+  } catch (e) {
+    // Nothing half set up stays bound to the threads.
+    fs.writeFileSync(pgctrl, 'reset\n');
+    throw e;
+  }
   const devs = Array.from({ length: o.threads }, (_, t) => `${o.iface}@${t}`);
   const forwarded = () => {
     if (!lb) return 0n;
@@ -117,7 +182,7 @@ export async function runPktgen(o: PktgenOptions, lb?: Dataplane): Promise<Bench
     const f1 = forwarded();
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     const sent = (s1 - s0) / secs / 1e6;
-    const params = { ...o, flows_generated: flowRanges(o.flows).addrs * flowRanges(o.flows).ports, proto: 'udp', sent_mpps: sent };
+    const params = { ...o, source_addresses: addrs, source_ports: ports, proto: 'udp', sent_mpps: sent };
     return [
       lb
         ? result(`pktgen ${o.flows} flows, ${o.size} B, ${o.threads} thread${o.threads === 1 ? '' : 's'}: forwarded by the LB`,
@@ -126,7 +191,7 @@ export async function runPktgen(o: PktgenOptions, lb?: Dataplane): Promise<Bench
           { ...params, note: 'the load balancer runs elsewhere: read its rate there with xdp-dr list --rate' }),
     ];
   } finally {
-    fs.writeFileSync(path.join(PKTGEN_DIR, 'pgctrl'), 'stop\n');
+    fs.writeFileSync(pgctrl, 'stop\n');
     await new Promise((r) => (starter.exitCode !== null ? r(null) : starter.once('exit', r)));
   }
 }
