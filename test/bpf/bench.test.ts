@@ -1,6 +1,9 @@
 // The benchmark's machinery in the real kernel (no timings are asserted: the machine is shared): test-run
 // contexts, the live generator's per-frame tuples, one short live run end to end, and a short micro run.
 import { test } from 'node:test';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { BpfObject, testRun, xdpContext, ifindexOf, XDP_ACTION, BpfError } from '../../loader/src/libbpf';
 import { ensureObject } from '../../loader/src/dataplane/build';
@@ -8,6 +11,9 @@ import { buildFrame, parseFrame } from '../../loader/src/packet';
 import { pinToCpu } from '../../loader/src/bench/netns';
 import { runLive } from '../../loader/src/bench/live';
 import { runMicro, MICRO_CASES, STAGES } from '../../loader/src/bench/micro';
+import { CLI } from '../lib/daemonlab';
+import { Dataplane, PIN_BASE } from '../../loader/src/dataplane/dataplane';
+import { reapStale } from '../../loader/src/bench/scratch';
 
 const frame = buildFrame({ src: '198.18.0.1', dst: '10.0.0.100', sport: 1, dport: 80, proto: 'udp', padTo: 60 });
 
@@ -80,5 +86,96 @@ test('bench micro runs every case with the action it claims, against both refere
   for (const r of results) {
     assert.ok(r.value! > 0 && r.reference_value! > 0, `${r.name}: figures measured`);
     if (r.params.paired_ratio !== undefined) assert.ok(Number(r.params.paired_ratio) > 0);
+  }
+});
+
+/** Processes running the live generator whose parent was pid (read from /proc while they live). */
+function generatorsOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid && fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('livegen')) out.push(Number(d));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+const alive = (pid: number) => fs.existsSync(`/proc/${pid}`) && !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+
+async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
+  for (const t0 = Date.now(); !cond(); ) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('bench live leaves nothing behind: on SIGTERM it cleans up; after SIGKILL its generators die with it and the next bench removes the rest', async () => {
+  for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
+    const child = spawn(process.execPath, [CLI, 'bench', 'live', '--flows', '1', '--runs', '100'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code, signal) => r(code ?? (signal === 'SIGKILL' ? 137 : null))));
+    const pid = child.pid!;
+    const ns = `/run/netns/xdrb-${pid}`;
+    const pins = path.join(PIN_BASE, `bench-live-${pid}`);
+    let gens: number[] = [];
+    try {
+      // Frames reach the load balancer once a generator is in its kernel call (of minutes), where it must be stopped.
+      const forwarded = () => {
+        let dp: Dataplane;
+        try {
+          dp = Dataplane.open(pins);
+        } catch {
+          return 0n; // not all pinned and written yet
+        }
+        try {
+          return Dataplane.sum(dp.stats.lookup(dp.statIds.get('TX')!)).packets;
+        } finally {
+          dp.close();
+        }
+      };
+      await until('frames through the load balancer', () => forwarded() > 0n);
+      gens = generatorsOf(pid);
+      assert.ok(gens.length > 0, 'a generator runs');
+      assert.ok(fs.existsSync(ns) && fs.existsSync(pins), 'the benchmark made its namespace and pins');
+      child.kill(sig);
+      const code = await exited;
+      assert.equal(code, sig === 'SIGTERM' ? 143 : 137, stderr);
+      await until('the generators to end with the benchmark', () => gens.every((g) => !alive(g)), 5_000);
+      if (sig === 'SIGKILL') {
+        assert.ok(fs.existsSync(ns) && fs.existsSync(pins), 'SIGKILL gives no chance to clean up');
+        const next = spawnSync(process.execPath, [CLI, 'bench', 'maglev', '--backends', '10'], { encoding: 'utf8' });
+        assert.equal(next.status, 0, next.stderr);
+        assert.match(next.stderr, new RegExp(`removed ${pins}, left by a benchmark that did not finish`));
+      }
+      assert.ok(!fs.existsSync(ns), `${ns} removed`);
+      assert.ok(!fs.existsSync(pins), `${pins} removed`);
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+      for (const g of gens.filter(alive)) process.kill(g, 'SIGKILL');
+      reapStale();
+    }
+  }
+});
+
+test('reapStale removes the scratch pins and namespace of processes that have gone, and nothing of one that runs', () => {
+  const gone = spawnSync('true').pid!;
+  const made = [path.join(PIN_BASE, `bench-live-${gone}`), path.join(PIN_BASE, `bench-live-${process.pid}`)];
+  fs.mkdirSync(PIN_BASE, { recursive: true });
+  for (const d of made) fs.mkdirSync(d, { recursive: true });
+  execFileSync('ip', ['netns', 'add', `xdrb-${gone}`]);
+  try {
+    const removed = reapStale();
+    assert.deepEqual(removed.sort(), [made[0], `network namespace xdrb-${gone}`].sort());
+    assert.ok(!fs.existsSync(made[0]) && fs.existsSync(made[1]));
+    assert.ok(!fs.existsSync(`/run/netns/xdrb-${gone}`));
+  } finally {
+    for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+    if (fs.existsSync(`/run/netns/xdrb-${gone}`)) execFileSync('ip', ['netns', 'del', `xdrb-${gone}`]);
   }
 });

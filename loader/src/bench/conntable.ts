@@ -1,9 +1,9 @@
 // What the connection table is for, measured: of many established flows, how many change backend when one
 // backend is added to ten, with the table and without it (the same flows, the same change, in the same run).
 // The reference is Maglev's own disruption, the ideal 1/(N+1) of a consistent hash.
-import path from 'node:path';
 import { testRun } from '../libbpf';
-import { Dataplane, PIN_BASE } from '../dataplane/dataplane';
+import { Dataplane } from '../dataplane/dataplane';
+import { benchPinDir } from './scratch';
 import { validateConfig } from '../config';
 import { prepare, apply } from '../lb/change';
 import { Journal } from '../lb/apply';
@@ -24,7 +24,7 @@ const mac = (n: number) => `02:00:00:00:${((n >> 8) & 255).toString(16).padStart
 
 export async function runConnTable(opts: Partial<ConnTableOptions> = {}): Promise<BenchResult[]> {
   const o = { ...CONNTABLE_DEFAULTS, ...opts };
-  const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `bench-conntable-${process.pid}`), hashSeed: 1 });
+  const dp = Dataplane.load({ pinDir: benchPinDir('conntable'), hashSeed: 1 });
   try {
     // Bound to lo without attaching: changes go through the real plan and journal.
     dp.lbInfo.update(0, { ...dp.lbInfo.lookup(0)!, ifindex: 1, mode: 1 });

@@ -4,8 +4,8 @@
 // Reference in the same run: one bare batch write of a full table into an array map, the floor for a table push.
 import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { Dataplane, PIN_BASE, createRing } from '../dataplane/dataplane';
+import { Dataplane, createRing } from '../dataplane/dataplane';
+import { benchPinDir } from './scratch';
 import { RawMap } from '../libbpf';
 import { BuildOptions } from '../dataplane/build';
 import { BenchResult, median, result } from './result';
@@ -70,7 +70,7 @@ function memory(dp: Dataplane, serviceId: number): { fixed: number; perService: 
 
 /** Map memory of a build holding `services` services, measured with one service installed. */
 function memoryOfBuild(build: BuildOptions, label: string, services: number): BenchResult {
-  const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `bench-control-${process.pid}-mem`), hashSeed: 1, build });
+  const dp = Dataplane.load({ pinDir: benchPinDir('control-mem'), hashSeed: 1, build });
   try {
     dp.installTable(0, new Uint32Array(dp.limits.tableSize));
     const m = memory(dp, 0);
@@ -85,7 +85,7 @@ function memoryOfBuild(build: BuildOptions, label: string, services: number): Be
 
 export async function runControl(opts: Partial<ControlOptions> = {}): Promise<BenchResult[]> {
   const o = { ...CONTROL_DEFAULTS, ...opts };
-  const pinDir = path.join(PIN_BASE, `bench-control-${process.pid}`);
+  const pinDir = benchPinDir('control');
   const dp = Dataplane.load({ pinDir, hashSeed: 1 });
   const results: BenchResult[] = [];
   try {
@@ -195,7 +195,7 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
   results.push(memoryOfBuild({ MAX_SERVICES: 1000, MAX_BACKENDS: 10000 }, '1,000 services / 10,000 backends build, all services', 1000));
   // The connection table is preallocated (an LRU hash always is): its memory is what its build asks for.
   const conns = (n: number): BenchResult => {
-    const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `bench-control-${process.pid}-conns`), hashSeed: 1, build: n ? { MAX_CONNS: n } : {} });
+    const dp = Dataplane.load({ pinDir: benchPinDir('control-conns'), hashSeed: 1, build: n ? { MAX_CONNS: n } : {} });
     try {
       const bytes = memlock(dp.conns.raw.fd);
       return result(`map memory, connection table of ${dp.conns.capacity.toLocaleString('en')} tracked flows`, bytes / 2 ** 20, 'MiB',

@@ -9,10 +9,12 @@
 // all run on the generating CPU (veth polls its peer on the CPU that sent), so one CPU's figure is the whole
 // chain's, of which the program under test is one part. A real NIC needs `xdp-dr bench pktgen` or an external
 // generator; see the README.
+import os from 'node:os';
 import path from 'node:path';
 import { fork, ChildProcess } from 'node:child_process';
 import { BpfObject, PerCpuMap, u32, u64, attachXdp, replaceLinkProgram, fn } from '../libbpf';
-import { Dataplane, PIN_BASE } from '../dataplane/dataplane';
+import { Dataplane } from '../dataplane/dataplane';
+import { benchPinDir, benchNetnsName, withSignalCleanup } from './scratch';
 import { ensureObject } from '../dataplane/build';
 import { serviceKeyOf, SERVICE_FLAG } from '../dataplane/layout';
 import { buildMaglevTable } from '../maglev';
@@ -137,10 +139,23 @@ function startAll(gens: Generator[]): Running {
 export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchResult[]> {
   const o = { ...LIVE_DEFAULTS, ...opts };
   if (o.connTable && o.proto !== 'tcp') throw new UsageError('--conn-table tracks TCP flows: use it with --proto tcp');
+  if (o.cpus > os.cpus().length) throw new UsageError(`--cpus ${o.cpus}: this machine has ${os.cpus().length} CPUs, one generator each at most`);
   const log = o.log ?? (() => {});
-  const ns = ScratchNetns.create(`xdrb-${process.pid}`);
+  const ns = ScratchNetns.create(benchNetnsName());
   const cleanup: (() => void)[] = [];
-  try {
+  let gens: Generator[] = [];
+  // Also on SIGINT/SIGTERM: the namespace and the pins outlive the process, and a generator is in a kernel call.
+  return withSignalCleanup(() => {
+    for (const g of gens) g.stop();
+    for (const c of cleanup.reverse()) {
+      try {
+        c();
+      } catch {
+        /* keep cleaning up */
+      }
+    }
+    ns.remove();
+  }, async () => {
     // One queue per generator CPU, so that CPUs do not share a veth ring.
     const q = String(Math.max(1, o.cpus));
     ns.ip('link', 'add', GEN_IF, 'numtxqueues', q, 'numrxqueues', q, 'type', 'veth', 'peer', 'name', LB_IF, 'numtxqueues', q, 'numrxqueues', q);
@@ -148,7 +163,7 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
     ns.ip('link', 'set', LB_IF, 'up');
     ns.enter();
 
-    const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `bench-live-${process.pid}`), hashSeed: 1 });
+    const dp = Dataplane.load({ pinDir: benchPinDir('live'), hashSeed: 1 });
     cleanup.push(() => dp.discard());
     const backends = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
     for (const b of backends)
@@ -183,11 +198,11 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
 
     const results: BenchResult[] = [];
     for (const flows of o.flows) {
-      const gens: Generator[] = [];
+      gens = [];
       try {
         for (let cpu = 0; cpu < o.cpus; cpu++)
           gens.push(await Generator.start({
-            nsPath: ns.path, cpu, iface: GEN_IF, flows, srcBase: ipToBytes(SRC_BASE).readUInt32BE(0),
+            parent: process.pid, nsPath: ns.path, cpu, iface: GEN_IF, flows, srcBase: ipToBytes(SRC_BASE).readUInt32BE(0),
             frame: frame.toString('base64'), batch: o.batch,
           }));
         const m = { 'xdp_min': [] as number[], 'xdp-dr': [] as number[], counter: [] as number[] };
@@ -243,14 +258,5 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
       }
     }
     return results;
-  } finally {
-    for (const c of cleanup.reverse()) {
-      try {
-        c();
-      } catch {
-        /* keep cleaning up */
-      }
-    }
-    ns.remove();
-  }
+  });
 }

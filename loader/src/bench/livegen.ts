@@ -4,9 +4,11 @@
 // frames as the parent asks, then reports how many frames it offered.
 import { BpfObject, testRun, xdpContext, ifindexOf } from '../libbpf';
 import { ensureObject } from '../dataplane/build';
-import { setns, pinToCpu } from './netns';
+import { setns, pinToCpu, dieWithParent } from './netns';
 
 export interface GenSetup {
+  /** The benchmark's process: a generator must not outlive it (it may be in a call of minutes). */
+  parent: number;
   nsPath: string;
   cpu: number;
   iface: string;
@@ -27,6 +29,7 @@ function serve(setup: GenSetup): void {
   let ctx: Buffer;
   const frame = Buffer.from(setup.frame, 'base64');
   try {
+    dieWithParent(setup.parent);
     setns(setup.nsPath);
     pinToCpu(setup.cpu);
     obj = BpfObject.open(ensureObject('xdp_gen'), { constants: { flows: setup.flows, src_base: setup.srcBase } });

@@ -1,9 +1,9 @@
 // Micro-benchmark: ns/packet that BPF_PROG_TEST_RUN reports for the xdp-dr program and, in the same run on the
 // same frame, for the least an XDP forwarder can do (bpf/xdp_min.bpf.c). Runs alternate between the two, and each
 // figure is the median of several runs, so that a noisy neighbour hits both alike.
-import path from 'node:path';
 import { BpfObject, TypedMap, testRun, XDP_ACTION_NAME, struct, bytes, be16, u8, u32 } from '../libbpf';
-import { Dataplane, PIN_BASE } from '../dataplane/dataplane';
+import { Dataplane } from '../dataplane/dataplane';
+import { benchPinDir } from './scratch';
 import { ensureObject, BuildOptions } from '../dataplane/build';
 import { serviceKeyOf, SERVICE_FLAG, IPPROTO } from '../dataplane/layout';
 import { buildMaglevTable } from '../maglev';
@@ -45,9 +45,10 @@ export const refBackend = struct('ref_backend', [['dst_mac', bytes(6)], ['src_ma
 
 export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
   const o = { ...MICRO_DEFAULTS, ...opts };
-  const dp = loadWithServices('bench-micro');
-  const min = BpfObject.open(ensureObject('xdp_min'));
+  const dp = loadWithServices('micro');
+  let min: BpfObject | undefined;
   try {
+    min = BpfObject.open(ensureObject('xdp_min'));
     min.load();
     const minFd = min.programFd('xdp_min_tx');
     const table = buildMaglevTable(BACKENDS, dp.limits.tableSize);
@@ -74,7 +75,7 @@ export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
     if (o.stages) results.push(...stageCosts(dp, minFd, o));
     return results;
   } finally {
-    min.close();
+    min?.close();
     dp.discard();
   }
 }
@@ -83,7 +84,7 @@ const BACKENDS = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 })
 
 /** A program (of the given build) with the services and backends that the cases are sent to, its maps pinned apart. */
 function loadWithServices(name: string, build?: BuildOptions): Dataplane {
-  const dp = Dataplane.load({ pinDir: path.join(PIN_BASE, `${name}-${process.pid}`), hashSeed: 1, build });
+  const dp = Dataplane.load({ pinDir: benchPinDir(name), hashSeed: 1, build });
   try {
     for (const b of BACKENDS)
       dp.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
@@ -115,7 +116,7 @@ function loadWithServices(name: string, build?: BuildOptions): Dataplane {
 function stageCosts(full: Dataplane, minFd: number, o: MicroOptions): BenchResult[] {
   const cut: Dataplane[] = [];
   try {
-    STAGES.forEach((_, i) => cut.push(loadWithServices(`bench-stage${i + 1}`, { BENCH_STAGE: i + 1 })));
+    STAGES.forEach((_, i) => cut.push(loadWithServices(`stage${i + 1}`, { BENCH_STAGE: i + 1 })));
     const builds = [
       ...STAGES.map((stage, i) => ({ name: `cut after stage ${i + 1}, ${stage}`, step: stage, fd: cut[i].progFd! })),
       { name: 'whole program', step: 'counters (service, backend, outcome)', fd: full.progFd! },

@@ -2,7 +2,7 @@
 // so that interface names, attachments and test runs all resolve inside it, and removed whatever happens.
 import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { fn, CLONE_NEWNET } from '../libbpf/ffi';
+import { fn, CLONE_NEWNET, PR_SET_PDEATHSIG, SIGKILL } from '../libbpf/ffi';
 
 const RUN_NETNS = '/run/netns';
 
@@ -66,6 +66,13 @@ export function setns(nsPath: string): void {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** Has the kernel kill this process when the parent that started it ends, however it ends. */
+export function dieWithParent(parent: number): void {
+  if (fn.prctl(PR_SET_PDEATHSIG, 'unsigned long', SIGKILL) !== 0) throw new Error('prctl(PR_SET_PDEATHSIG) failed');
+  // The parent may have ended before the request: then this process has been handed to another.
+  if (process.ppid !== parent) process.exit(1);
 }
 
 /** Pins the calling thread to one CPU. */

@@ -182,12 +182,15 @@ export const fn = {
   recv: libc.func('intptr_t recv(int fd, _Out_ uint8_t *buf, size_t len, int flags)'),
   setsockopt: libc.func('int setsockopt(int fd, int level, int name, const uint8_t *val, uint32_t len)'),
   sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
+  prctl: libc.func('int prctl(int option, ...)'),
 };
 
 // Kernel ABI numbers (include/uapi/linux/bpf.h, if_link.h).
 export const BPF_XDP = 37;
 export const BPF_F_TEST_XDP_LIVE_FRAMES = 2;
 export const CLONE_NEWNET = 0x40000000;
+export const PR_SET_PDEATHSIG = 1;
+export const SIGKILL = 9;
 export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
 export const BPF_EXIST = 2;

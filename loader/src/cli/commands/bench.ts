@@ -9,6 +9,7 @@ import { runControl, CONTROL_DEFAULTS } from '../../bench/control';
 import { runMaglev, MAGLEV_DEFAULTS } from '../../bench/maglev';
 import { runConnTable, CONNTABLE_DEFAULTS } from '../../bench/conntable';
 import { liveChart } from '../../bench/chart';
+import { reapStale } from '../../bench/scratch';
 import { pktgenAvailable, pktgenCommands, runPktgen, PKTGEN_DIR } from '../../bench/pktgen';
 import { UsageError } from '../../errors';
 import { ipToBytes, macToBytes } from '../../packet';
@@ -65,7 +66,7 @@ function liveCommand(): Command {
     .option('--flows <list>', 'distinct 5-tuples, one run per value (1..1000000)', intList(1, 1_000_000), LIVE_DEFAULTS.flows)
     .option('--size <bytes>', 'frame size including the FCS', int(64, 1518), LIVE_DEFAULTS.frameSize)
     .option('--cpus <n>', 'generator CPUs (0..n-1)', int(1, 1024), LIVE_DEFAULTS.cpus)
-    .option('--seconds <s>', 'measuring window', num(0.1, 600), LIVE_DEFAULTS.seconds)
+    .option('--seconds <s>', 'measuring window', num(0.1, 60), LIVE_DEFAULTS.seconds)
     .option('--runs <n>', 'windows per program and flow count, the two programs in turns; medians are reported', int(1, 100), LIVE_DEFAULTS.runs)
     .option('--batch <n>', 'frames per live-mode batch', int(1, 256), LIVE_DEFAULTS.batch)
     .option('--proto <p>', 'tcp (ACK packets of established flows) or udp', (v) => {
@@ -186,7 +187,11 @@ export function benchCommand(): Command {
     .addCommand(pktgenCommand())
     .addCommand(controlCommand())
     .addCommand(maglevCommand())
-    .addCommand(connTableCommand());
+    .addCommand(connTableCommand())
+    // A benchmark killed where it could not clean up left its scratch pins or namespace; they go now.
+    .hook('preAction', () => {
+      for (const r of reapStale()) progress(`removed ${r}, left by a benchmark that did not finish`);
+    });
   return examples(c, [
     'xdp-dr bench micro',
     'xdp-dr bench live --flows 1,10000,1000000 --size 64 --cpus 1',

@@ -1,0 +1,89 @@
+// What a benchmark makes and must not leave behind: pin directories of its scratch load balancers and the live
+// benchmark's network namespace, each named with the process that made it. A benchmark killed where it cannot clean
+// up (kill -9, or a signal during a long test run) leaves them; the next benchmark removes those whose process has
+// gone.
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { PIN_BASE } from '../dataplane/dataplane';
+
+const RUN_NETNS = '/run/netns';
+const PIN_PREFIX = 'bench-';
+const NETNS_PREFIX = 'xdrb-';
+
+/** Pin directory of a scratch load balancer of this process. */
+export function benchPinDir(name: string): string {
+  return path.join(PIN_BASE, `${PIN_PREFIX}${name}-${process.pid}`);
+}
+
+/** Name of this process's scratch network namespace. */
+export function benchNetnsName(): string {
+  return `${NETNS_PREFIX}${process.pid}`;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function entries(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Removes what benchmarks of processes that no longer run left behind; returns what it removed. */
+export function reapStale(): string[] {
+  const removed: string[] = [];
+  const pidOf = (name: string, prefix: string): number | null => {
+    const m = name.startsWith(prefix) ? /-(\d+)$/.exec(name) : null;
+    return m ? Number(m[1]) : null;
+  };
+  for (const name of entries(PIN_BASE)) {
+    const pid = pidOf(name, PIN_PREFIX);
+    if (pid === null || pid === process.pid || alive(pid)) continue;
+    fs.rmSync(path.join(PIN_BASE, name), { recursive: true, force: true });
+    removed.push(path.join(PIN_BASE, name));
+  }
+  for (const name of entries(RUN_NETNS)) {
+    const pid = pidOf(name, NETNS_PREFIX);
+    if (pid === null || pid === process.pid || alive(pid)) continue;
+    try {
+      execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+      removed.push(`network namespace ${name}`);
+    } catch {
+      /* gone meanwhile, or no iproute2: nothing of ours to remove then */
+    }
+  }
+  return removed;
+}
+
+/**
+ * Runs body with cleanup registered for SIGINT and SIGTERM too: a signal runs cleanup and ends the process
+ * (128 + the signal's number, as a shell reports it). For bodies that wait (an await), where a signal's handler gets
+ * to run; a synchronous body leaves it to reapStale.
+ */
+export async function withSignalCleanup<T>(cleanup: () => void, body: () => Promise<T>): Promise<T> {
+  const onSignal = (sig: NodeJS.Signals) => {
+    try {
+      cleanup();
+    } finally {
+      process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
+    }
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    return await body();
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    cleanup();
+  }
+}
