@@ -192,7 +192,7 @@ export async function runControl(opts: Partial<ControlOptions> = {}): Promise<Be
   } finally {
     dp.discard();
   }
-  results.push(memoryOfBuild({ MAX_SERVICES: 1000, MAX_BACKENDS: 10000 }, '1,000 services / 10,000 backends build, all services', 1000));
+  results.push(memoryOfBuild({ MAX_SERVICES: 1000, MAX_BACKENDS: 10000, MAX_CONNS: 1_000_000 }, '1,000 services / 10,000 backends / 1,000,000 tracked flows build, all services', 1000));
   // The connection table is preallocated (an LRU hash always is): its memory is what its build asks for.
   const conns = (n: number): BenchResult => {
     const dp = Dataplane.load({ pinDir: benchPinDir('control-conns'), hashSeed: 1, build: n ? { MAX_CONNS: n } : {} });
