@@ -83,7 +83,7 @@ export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
 const BACKENDS = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
 
 /** A program (of the given build) with the services and backends that the cases are sent to, its maps pinned apart. */
-function loadWithServices(name: string, build?: BuildOptions): Dataplane {
+export function loadWithServices(name: string, build?: BuildOptions): Dataplane {
   const dp = Dataplane.load({ pinDir: benchPinDir(name), hashSeed: 1, build });
   try {
     for (const b of BACKENDS)
