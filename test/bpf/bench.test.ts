@@ -10,7 +10,8 @@ import { ensureObject } from '../../loader/src/dataplane/build';
 import { buildFrame, parseFrame, ipToBytes, TCP_FLAGS } from '../../loader/src/packet';
 import { pinToCpu } from '../../loader/src/bench/netns';
 import { runLive } from '../../loader/src/bench/live';
-import { runMicro, MICRO_CASES, STAGES, loadWithServices } from '../../loader/src/bench/micro';
+import { runMicro, MICRO_CASES, STAGES, COUNTERS_STEP, loadWithServices } from '../../loader/src/bench/micro';
+import { liveChart } from '../../loader/src/bench/chart';
 import { serviceKeyOf } from '../../loader/src/dataplane/layout';
 import { snapshot } from '../lib/dataplane';
 import { CLI } from '../lib/daemonlab';
@@ -70,6 +71,18 @@ test('live: frames go through the attached program and are counted at the far en
   assert.ok(Math.abs((r.params.lb_counter_mpps as number) - r.value!) <= 0.05 * r.value!, JSON.stringify(r.params));
 });
 
+test('live --stages: every build cut short forwards frames, in stage order; the chart keeps to the programs', async () => {
+  const results = await runLive({ flows: [100], seconds: 0.1, runs: 1, stages: true });
+  assert.deepEqual(results.map((r) => r.params.stage), [1, 2, 3, 4, undefined]);
+  assert.deepEqual(results.map((r) => r.params.step), [...STAGES, COUNTERS_STEP]);
+  for (const r of results) assert.ok(r.value! > 0 && r.reference_value! > 0, `${r.name}: frames forwarded`);
+  // The whole program's own counter saw what the sink saw; the cut builds count nothing.
+  const whole = results[4];
+  assert.ok(Math.abs((whole.params.lb_counter_mpps as number) - whole.value!) <= 0.05 * whole.value!, JSON.stringify(whole.params));
+  assert.equal((liveChart(results, 't').match(/100 flows/g) ?? []).length, 1);
+  await assert.rejects(runLive({ flows: [1], connTable: true, stages: true }), /leave out --conn-table/);
+});
+
 test('bench micro runs every case with the action it claims, against both reference programs', () => {
   const results = runMicro({ repeat: 1000, runs: 1 });
   for (const c of MICRO_CASES) {
@@ -82,7 +95,7 @@ test('bench micro runs every case with the action it claims, against both refere
     assert.ok(names.some((n) => n.includes(want)), `a result for '${want}'`);
   // Each stage build answered XDP_TX to the ACK (runMicro checks); where each is cut is the next test's.
   const steps = results.filter((r) => r.params.step !== undefined);
-  assert.deepEqual(steps.map((r) => r.params.step), [...STAGES, 'counters (service, backend, outcome)']);
+  assert.deepEqual(steps.map((r) => r.params.step), [...STAGES, COUNTERS_STEP]);
   for (const r of results) {
     assert.ok(r.value! > 0 && r.reference_value! > 0, `${r.name}: figures measured`);
     if (r.params.paired_ratio !== undefined) assert.ok(Number(r.params.paired_ratio) > 0);

@@ -4,7 +4,8 @@ import type { BenchResult } from './result';
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 export function liveChart(results: readonly BenchResult[], title: string): string {
-  const groups = results.map((r) => ({
+  // Builds cut short (--stages) are not programs one runs: they stay in the JSON only.
+  const groups = results.filter((r) => r.params.stage === undefined).map((r) => ({
     label: `${Number(r.params.flows).toLocaleString('en-US')} flow${r.params.flows === 1 ? '' : 's'}`,
     bars: [
       { name: r.reference ?? 'reference', value: r.reference_value ?? 0, color: '#9e9e9e' },

@@ -22,6 +22,8 @@ import { buildFrame, ipToBytes, macToBytes, TCP_FLAGS } from '../packet';
 import { ScratchNetns } from './netns';
 import { UsageError } from '../errors';
 import { BenchResult, median, pairedRatio, result } from './result';
+import { STAGES, COUNTERS_STEP } from './micro';
+import type { BuildOptions } from '../dataplane/build';
 import type { GenSetup, ToGen, FromGen } from './livegen';
 
 export interface LiveOptions {
@@ -40,6 +42,8 @@ export interface LiveOptions {
   proto: 'tcp' | 'udp';
   /** The service tracks connections (TCP): after its first frame, each flow follows its record. */
   connTable: boolean;
+  /** Also builds of the program cut short after each stage of its fast path (STAGES), each against xdp_min. */
+  stages?: boolean;
   log?: (line: string) => void;
 }
 
@@ -58,6 +62,7 @@ const FRAMES_PER_CALL = 0xffff_ffff;
 const GEN_START_TIMEOUT_MS = 30_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LB_IF = 'lb0';
+const signed = (x: number) => `${x < 0 ? '' : '+'}${x.toFixed(2)}`;
 
 class Generator {
   private waiting?: { resolve: (m: FromGen) => void; reject: (e: Error) => void };
@@ -139,6 +144,7 @@ function startAll(gens: Generator[]): Running {
 export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchResult[]> {
   const o = { ...LIVE_DEFAULTS, ...opts };
   if (o.connTable && o.proto !== 'tcp') throw new UsageError('--conn-table tracks TCP flows: use it with --proto tcp');
+  if (o.connTable && o.stages) throw new UsageError('--stages cuts the fast path of a service without the connection table: leave out --conn-table');
   if (o.cpus > os.cpus().length) throw new UsageError(`--cpus ${o.cpus}: this machine has ${os.cpus().length} CPUs, one generator each at most`);
   const log = o.log ?? (() => {});
   const ns = ScratchNetns.create(benchNetnsName());
@@ -163,14 +169,20 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
     ns.ip('link', 'set', LB_IF, 'up');
     ns.enter();
 
-    const dp = Dataplane.load({ pinDir: benchPinDir('live'), hashSeed: 1 });
-    cleanup.push(() => dp.discard());
-    const backends = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
-    for (const b of backends)
-      dp.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
-    dp.installTable(1, buildMaglevTable(backends, dp.limits.tableSize));
-    dp.putService(serviceKeyOf(ipToBytes(VIP), 80, o.proto), { id: 1, flags: o.connTable ? SERVICE_FLAG.SERVICE_F_CONN_TABLE : 0 });
+    // The load balancer (and, with --stages, its builds cut short after each stage), with one service.
+    const lb = (name: string, build?: BuildOptions): Dataplane => {
+      const d = Dataplane.load({ pinDir: benchPinDir(name), hashSeed: 1, build });
+      cleanup.push(() => d.discard());
+      const backends = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
+      for (const b of backends)
+        d.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
+      d.installTable(1, buildMaglevTable(backends, d.limits.tableSize));
+      d.putService(serviceKeyOf(ipToBytes(VIP), 80, o.proto), { id: 1, flags: o.connTable ? SERVICE_FLAG.SERVICE_F_CONN_TABLE : 0 });
+      return d;
+    };
+    const dp = lb('live');
     const txSlot = dp.statIds.get('TX')!;
+    const cut = o.stages ? STAGES.map((_, i) => lb(`live-stage${i + 1}`, { BENCH_STAGE: i + 1 })) : [];
 
     const min = BpfObject.open(ensureObject('xdp_min'));
     cleanup.push(() => min.close());
@@ -182,11 +194,8 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
 
     const sinkLink = attachXdp(sink.programFd('xdp_sink'), GEN_IF, 'native');
     cleanup.push(() => fn.close(sinkLink));
-    const programs = [
-      { name: 'xdp_min', fd: min.programFd('xdp_min_tx') },
-      { name: 'xdp-dr', fd: dp.progFd! },
-    ];
-    const link = attachXdp(programs[0].fd, LB_IF, 'native');
+    const minFd = min.programFd('xdp_min_tx');
+    const link = attachXdp(minFd, LB_IF, 'native');
     cleanup.push(() => fn.close(link));
 
     const frame = buildFrame({
@@ -205,42 +214,48 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
             parent: process.pid, nsPath: ns.path, cpu, iface: GEN_IF, flows, srcBase: ipToBytes(SRC_BASE).readUInt32BE(0),
             frame: frame.toString('base64'), batch: o.batch,
           }));
-        const m = { 'xdp_min': [] as number[], 'xdp-dr': [] as number[], counter: [] as number[] };
-        // The generators run on through every window while the programs take turns on the link, in the order
-        // AB BA AB BA ...: both programs meet the same generator and the same drift of a shared machine.
+        // The generators run on through every window while a program and xdp_min take turns on the link, in the
+        // order AB BA AB BA ...: both meet the same generator and the same drift of a shared machine.
         let running = startAll(gens);
         await sleep(SETTLE_MS);
-        for (let r = 0; r < o.runs; r++) {
-          for (const p of r % 2 ? [...programs].reverse() : programs) {
-            for (let attempt = 0; ; attempt++) {
-              replaceLinkProgram(link, p.fd, `${LB_IF} link`);
-              // Frames already in flight when the programs swap belong to the one before.
-              await sleep(SWAP_MS);
-              const f0 = forwarded();
-              const c0 = lbTx();
-              const t0 = process.hrtime.bigint();
-              await sleep(o.seconds * 1000);
-              const f1 = forwarded();
-              const c1 = lbTx();
-              const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-              if (running.error) throw running.error;
-              // A generator that ran out of frames inside the window would understate the rate: start it again.
-              if (running.finished) {
-                await running.done;
+        // One program against xdp_min, window after window; count: its own counter of frames sent, if it has one.
+        const measure = async (fd: number, count?: () => bigint) => {
+          const m = { 'xdp_min': [] as number[], 'xdp-dr': [] as number[], counter: [] as number[] };
+          const programs = [{ name: 'xdp_min', fd: minFd }, { name: 'xdp-dr', fd }];
+          for (let r = 0; r < o.runs; r++) {
+            for (const p of r % 2 ? [...programs].reverse() : programs) {
+              for (let attempt = 0; ; attempt++) {
+                replaceLinkProgram(link, p.fd, `${LB_IF} link`);
+                // Frames already in flight when the programs swap belong to the one before.
+                await sleep(SWAP_MS);
+                const f0 = forwarded();
+                const c0 = count?.() ?? 0n;
+                const t0 = process.hrtime.bigint();
+                await sleep(o.seconds * 1000);
+                const f1 = forwarded();
+                const c1 = count?.() ?? 0n;
+                const secs = Number(process.hrtime.bigint() - t0) / 1e9;
                 if (running.error) throw running.error;
-                if (attempt === 2)
-                  throw new Error(`a generator sent all ${FRAMES_PER_CALL} frames of a call within a window of ${o.seconds} s, three times: use a shorter --seconds`);
-                running = startAll(gens);
-                await sleep(SETTLE_MS);
-                continue;
+                // A generator that ran out of frames inside the window would understate the rate: start it again.
+                if (running.finished) {
+                  await running.done;
+                  if (running.error) throw running.error;
+                  if (attempt === 2)
+                    throw new Error(`a generator sent all ${FRAMES_PER_CALL} frames of a call within a window of ${o.seconds} s, three times: use a shorter --seconds`);
+                  running = startAll(gens);
+                  await sleep(SETTLE_MS);
+                  continue;
+                }
+                m[p.name as 'xdp_min' | 'xdp-dr'].push(Number(f1 - f0) / secs / 1e6);
+                if (p.name === 'xdp-dr' && count) m.counter.push(Number(c1 - c0) / secs / 1e6);
+                break;
               }
-              m[p.name as 'xdp_min' | 'xdp-dr'].push(Number(f1 - f0) / secs / 1e6);
-              if (p.name === 'xdp-dr') m.counter.push(Number(c1 - c0) / secs / 1e6);
-              break;
             }
           }
-        }
-        const paired = pairedRatio(m['xdp-dr'], m['xdp_min']);
+          return { ...m, paired: pairedRatio(m['xdp-dr'], m['xdp_min']) };
+        };
+        const m = await measure(dp.progFd!, lbTx);
+        const paired = m.paired;
         const res = result(
           `live ${flows} flow${flows === 1 ? '' : 's'}, ${o.frameSize} B, ${o.cpus} CPU${o.cpus === 1 ? '' : 's'}${o.connTable ? ', connection table' : ''}`,
           median(m['xdp-dr']), 'Mpps',
@@ -252,6 +267,24 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
           { name: 'xdp_min', value: median(m['xdp_min']) },
         );
         log(`  ${res.name}: xdp-dr ${res.value!.toFixed(2)} Mpps, xdp_min ${res.reference_value!.toFixed(2)} Mpps, median of paired ratios ${paired.toFixed(2)}`);
+        // Where the frames' time goes: what each stage takes off the ratio, from xdp_min's 1.0 down to the whole
+        // program's; the last step is the counters.
+        let before = 1;
+        for (const [i, d] of cut.entries()) {
+          const c = await measure(d.progFd!);
+          const step = before - c.paired;
+          const sr = result(`${res.name}, cut after stage ${i + 1}, ${STAGES[i]}`, median(c['xdp-dr']), 'Mpps', {
+            ...res.params, lb_counter_mpps: undefined, runs_mpps: c['xdp-dr'], reference_runs_mpps: c['xdp_min'],
+            paired_ratio: Number(c.paired.toFixed(2)), stage: i + 1, step: STAGES[i], step_cost: Number(step.toFixed(2)),
+          }, { name: 'xdp_min', value: median(c['xdp_min']) });
+          log(`  ${sr.name}: paired ratio ${c.paired.toFixed(2)}; ${STAGES[i]} ${signed(-step)}`);
+          results.push(sr);
+          before = c.paired;
+        }
+        if (cut.length) {
+          Object.assign(res.params, { step: COUNTERS_STEP, step_cost: Number((before - paired).toFixed(2)) });
+          log(`  ${res.name}, whole program: ${COUNTERS_STEP} ${signed(paired - before)}`);
+        }
         results.push(res);
       } finally {
         for (const g of gens) g.stop();

@@ -22,6 +22,8 @@ export const MICRO_DEFAULTS: MicroOptions = { repeat: 5_000_000, runs: 7, stages
 
 /** What the program has done when a build with BENCH_STAGE=n (bench_stage_end in bpf/xdp_dr.bpf.c) answers XDP_TX. */
 export const STAGES = ['parse + VIP filter', 'service lookup', 'flow hash + Maglev pick', 'MAC rewrite'] as const;
+/** What the whole program adds to the last cut build. */
+export const COUNTERS_STEP = 'counters (service, backend, outcome)';
 
 const TRACKED_VIP = '10.0.0.101';
 const SYN = { src: '198.51.100.7', dst: '10.0.0.100', sport: 40000, dport: 80, proto: 'tcp', tcpFlags: TCP_FLAGS.SYN, padTo: 60 } as const;
@@ -119,7 +121,7 @@ function stageCosts(full: Dataplane, minFd: number, o: MicroOptions): BenchResul
     STAGES.forEach((_, i) => cut.push(loadWithServices(`stage${i + 1}`, { BENCH_STAGE: i + 1 })));
     const builds = [
       ...STAGES.map((stage, i) => ({ name: `cut after stage ${i + 1}, ${stage}`, step: stage, fd: cut[i].progFd! })),
-      { name: 'whole program', step: 'counters (service, backend, outcome)', fd: full.progFd! },
+      { name: 'whole program', step: COUNTERS_STEP, fd: full.progFd! },
     ];
     const frame = buildFrame(MICRO_CASES[1].spec);
     for (const b of builds) {

@@ -74,10 +74,12 @@ function liveCommand(): Command {
       return v;
     }, LIVE_DEFAULTS.proto)
     .option('--conn-table', 'the service tracks connections: each flow follows its record after its first frame (tcp only)')
+    .option('--stages', 'also the builds cut short after each stage of the fast path, each against xdp_min: where the frames\' time goes')
     .option('--json', 'one JSON object per result')
-    .action(async (o: { flows: number[]; size: number; cpus: number; seconds: number; runs: number; batch: number; proto: 'tcp' | 'udp'; connTable?: boolean; json?: boolean }) => {
+    .action(async (o: { flows: number[]; size: number; cpus: number; seconds: number; runs: number; batch: number; proto: 'tcp' | 'udp'; connTable?: boolean; stages?: boolean; json?: boolean }) => {
       const r = await runLive({
-        flows: o.flows, frameSize: o.size, cpus: o.cpus, seconds: o.seconds, runs: o.runs, batch: o.batch, proto: o.proto, connTable: !!o.connTable, log: progress,
+        flows: o.flows, frameSize: o.size, cpus: o.cpus, seconds: o.seconds, runs: o.runs, batch: o.batch, proto: o.proto, connTable: !!o.connTable,
+        stages: !!o.stages, log: progress,
       });
       const title = `Mpps forwarded, ${o.size}-byte frames, ${o.cpus} generator CPU${o.cpus === 1 ? '' : 's'}${o.connTable ? ', connection table' : ''}`;
       report('live', `${title}, median of ${o.runs} windows of ${o.seconds} s each, in turns with xdp_min on the same attachment`, r, !!o.json, {
