@@ -207,6 +207,26 @@ test('every command has --help with examples', () => {
   }
 });
 
+test('an interface with a dot in its name (eth0.100) attaches, lists and detaches: bpffs refuses dots in names', () => {
+  execFileSync('ip', ['-n', lab.lb, 'link', 'add', 'lb2.5', 'type', 'veth', 'peer', 'name', 'rs2', 'netns', lab.rs]);
+  try {
+    execFileSync('ip', ['-n', lab.lb, 'link', 'set', 'lb2.5', 'up']);
+    execFileSync('ip', ['-n', lab.rs, 'link', 'set', 'rs2', 'up']);
+    assert.match(lab.ok('attach', 'lb2.5'), /attached xdp-dr to lb2\.5 \(native mode/);
+    assert.ok(lab.xdpProg('lb2.5'), 'lb2.5 runs the program');
+    assert.ok(fs.existsSync(path.join(lab.pinBase, 'lb2:5', 'lb_info')), 'pinned under lb2:5');
+    assert.deepEqual(listJson().load_balancers.map((l) => l.interface).sort(), ['lb0', 'lb2.5']);
+    lab.ok('service', 'add', '10.79.0.100:80/tcp', '--lb', 'lb2.5');
+    assert.equal(listJson('--lb', 'lb2.5').load_balancers[0].services.length, 1);
+    lab.ok('detach', 'lb2.5');
+    assert.equal(lab.xdpProg('lb2.5'), undefined);
+    assert.ok(!fs.existsSync(path.join(lab.pinBase, 'lb2:5')));
+  } finally {
+    lab.run('detach', 'lb2.5');
+    execFileSync('ip', ['-n', lab.lb, 'link', 'del', 'lb2.5']);
+  }
+});
+
 test('detach removes the program and every pin; detaching again is a usage error', () => {
   assert.match(lab.ok('detach', 'lb0'), /detached xdp-dr from lb0/);
   assert.equal(lab.xdpProg(), undefined);

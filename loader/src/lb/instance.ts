@@ -16,8 +16,10 @@ export function pinBase(): string {
   return process.env.XDP_DR_PIN_BASE || PIN_BASE;
 }
 
+/** bpffs refuses names with a dot (reserved there), which VLAN interfaces have (eth0.100); no interface name can
+ * have a colon, so dots become colons in the pin directory's name and back. */
 export function pinDirOf(iface: string): string {
-  return path.join(pinBase(), iface);
+  return path.join(pinBase(), iface.replace(/\./g, ':'));
 }
 
 /** Interfaces that have a load balancer pinned, sorted by name. */
@@ -28,7 +30,7 @@ export function attachedInterfaces(): string[] {
   } catch {
     return [];
   }
-  return names.filter((n) => fs.existsSync(path.join(pinBase(), n, 'lb_info'))).sort();
+  return names.filter((n) => fs.existsSync(path.join(pinBase(), n, 'lb_info'))).map((n) => n.replace(/:/g, '.')).sort();
 }
 
 /** The interface a command acts on: the one given, else the only one attached. */
