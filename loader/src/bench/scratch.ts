@@ -1,19 +1,20 @@
 // What a benchmark makes and must not leave behind: pin directories of its scratch load balancers and the live
 // benchmark's network namespace, each named with the process that made it. A benchmark killed where it cannot clean
 // up (kill -9, or a signal during a long test run) leaves them; the next benchmark removes those whose process has
-// gone.
+// gone. The pins live apart from the load balancers' (PIN_BASE), so that no command takes them for one and the
+// sweep can never reach one.
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { PIN_BASE } from '../dataplane/dataplane';
+import { BPFFS } from '../dataplane/dataplane';
 
 const RUN_NETNS = '/run/netns';
-const PIN_PREFIX = 'bench-';
 const NETNS_PREFIX = 'xdrb-';
+export const BENCH_PIN_BASE = path.join(BPFFS, 'xdp-dr-bench');
 
-/** Pin directory of a scratch load balancer of this process. */
-export function benchPinDir(name: string): string {
-  return path.join(PIN_BASE, `${PIN_PREFIX}${name}-${process.pid}`);
+/** Pin directory of a scratch load balancer of a process (this one by default). */
+export function benchPinDir(name: string, pid = process.pid): string {
+  return path.join(BENCH_PIN_BASE, `${name}-${pid}`);
 }
 
 /** Name of this process's scratch network namespace. */
@@ -45,11 +46,11 @@ export function reapStale(): string[] {
     const m = name.startsWith(prefix) ? /-(\d+)$/.exec(name) : null;
     return m ? Number(m[1]) : null;
   };
-  for (const name of entries(PIN_BASE)) {
-    const pid = pidOf(name, PIN_PREFIX);
+  for (const name of entries(BENCH_PIN_BASE)) {
+    const pid = pidOf(name, '');
     if (pid === null || pid === process.pid || alive(pid)) continue;
-    fs.rmSync(path.join(PIN_BASE, name), { recursive: true, force: true });
-    removed.push(path.join(PIN_BASE, name));
+    fs.rmSync(path.join(BENCH_PIN_BASE, name), { recursive: true, force: true });
+    removed.push(path.join(BENCH_PIN_BASE, name));
   }
   for (const name of entries(RUN_NETNS)) {
     const pid = pidOf(name, NETNS_PREFIX);
