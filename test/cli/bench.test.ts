@@ -40,7 +40,7 @@ test('bench pktgen --dry-run prints the writes, reset first and start last, and 
 
 test('bench arguments that cannot work are refused with what to do, before anything is made', () => {
   const cases: [string[], RegExp][] = [
-    [['pktgen', '--dry-run', '--iface', 'eth1', '--vip', '10.0.0.100:53', '--dst-mac', '02:00:00:00:00:01', '--flows', '999983'], /use 999984/],
+    [['pktgen', '--dry-run', '--iface', 'eth1', '--vip', '10.0.0.100:53', '--dst-mac', '02:00:00:00:00:01', '--flows', '999983'], /use 999982/],
     [['pktgen', '--dry-run', '--iface', 'eth1', '--vip', '10.0.0.100', '--dst-mac', '02:00:00:00:00:01'], /IPv4:PORT/],
     [['live', '--cpus', '1000'], /this machine has \d+ CPUs/],
     [['live', '--seconds', '61'], /must be a number in 0.1..60/],

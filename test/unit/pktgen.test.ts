@@ -2,7 +2,7 @@
 // configuration options"): which file takes which command, in which order, and the ranges that make the flows.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { pktgenCommands, flowRanges, PktgenOptions, MAX_ADDRS } from '../../loader/src/bench/pktgen';
+import { pktgenCommands, flowRanges, PktgenOptions, MAX_ADDRS, MAX_FLOWS } from '../../loader/src/bench/pktgen';
 import { UsageError } from '../../loader/src/errors';
 
 // From pktgen.rst: pgctrl, thread and device commands, and the flags.
@@ -55,7 +55,7 @@ test('order: reset first; per thread, its devices are removed, then added, then 
 test('frames go to the VIP and port from enough source addresses and ports for the flows; pkt_size leaves out the FCS', () => {
   const dev = pktgenCommands({ ...base, threads: 1 }).filter((x) => x.file === 'eth1@0').map((x) => x.command);
   for (const c of ['dst_min 10.0.0.100', 'dst_max 10.0.0.100', 'udp_dst_min 53', 'udp_dst_max 53', 'dst_mac 02:00:00:00:00:01',
-    'pkt_size 60', 'count 0', 'burst 32', 'src_min 198.18.0.1', 'src_max 198.18.2.113', 'udp_src_min 10000', 'udp_src_max 10016'])
+    'pkt_size 60', 'count 1050000000', 'burst 32', 'src_min 198.18.0.1', 'src_max 198.18.2.113', 'udp_src_min 10000', 'udp_src_max 10016'])
     assert.ok(dev.includes(c), `missing '${c}' in ${dev.join('; ')}`);
   assert.deepEqual(flowRanges(10_000), { addrs: 625, ports: 16 });
   assert.deepEqual(flowRanges(1), { addrs: 1, ports: 1 });
@@ -98,6 +98,12 @@ test('pktgen, stepping as it does, sends exactly --flows distinct source address
 test('a flow count that no address and port counts make is refused with one that works', () => {
   // 999,983 is prime and needs more addresses than the benchmarking range holds.
   assert.equal(flowRanges(999_983), null);
-  assert.throws(() => pktgenCommands({ ...base, flows: 999_983 }), (e: Error) => e instanceof UsageError && /use 999984/.test(e.message));
-  assert.ok(flowRanges(999_984));
+  assert.throws(() => pktgenCommands({ ...base, flows: 999_983 }), (e: Error) => e instanceof UsageError && /use 999982/.test(e.message));
+  assert.ok(flowRanges(999_982));
+  // The nearest, below when that is nearer, and never past what the command takes.
+  assert.throws(() => pktgenCommands({ ...base, flows: 1 << 20 }), (e: Error) => /use 1048575$/.test(e.message) || /use 1048577$/.test(e.message));
+  assert.throws(() => pktgenCommands({ ...base, flows: MAX_FLOWS }), (e: Error) => {
+    const n = Number(/use (\d+)$/.exec(e.message)?.[1]);
+    return n < MAX_FLOWS && flowRanges(n) !== null;
+  });
 });

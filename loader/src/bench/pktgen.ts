@@ -7,6 +7,7 @@ import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
 import { Dataplane } from '../dataplane/dataplane';
 import { UsageError } from '../errors';
+import { withSignalCleanup } from './scratch';
 import { BenchResult, result } from './result';
 
 export const PKTGEN_DIR = '/proc/net/pktgen';
@@ -40,9 +41,13 @@ export interface PktgenWrite {
 export const PORTS_PER_ADDR = 64;
 /** Source addresses at most: the size of the RFC 2544 benchmarking range (198.18.0.0/15). */
 export const MAX_ADDRS = 1 << 17;
-/** Source ports at most: SRC_PORT_MIN and up, below 65536. */
-export const MAX_PORTS = 65536 - 10000;
 const SRC_PORT_MIN = 10000;
+/** Source ports at most: SRC_PORT_MIN and up, udp_src_max (one past the last) at most 65535, pktgen's field being 16 bits. */
+export const MAX_PORTS = 65535 - SRC_PORT_MIN;
+/** Most flows the command takes. */
+export const MAX_FLOWS = 16_777_216;
+/** Frames a device sends per second at most (100 Gb/s of 64-byte frames): a bound on how long a run can outlive us. */
+const MAX_RATE = 150e6;
 
 function addIPv4(ip: string, n: number): string {
   const v = (ip.split('.').reduce((a, o) => a * 256 + Number(o), 0) + n) >>> 0;
@@ -66,15 +71,18 @@ export function flowRanges(flows: number): { addrs: number; ports: number } | nu
   return best === null ? null : { addrs: flows / best, ports: best };
 }
 
-/** flowRanges, or an error that says which counts work. */
+/** flowRanges, or an error that names the nearest count that works. */
 export function requireFlowRanges(flows: number): { addrs: number; ports: number } {
   const r = flowRanges(flows);
   if (r) return r;
-  let up = flows + 1;
-  while (!flowRanges(up)) up++;
+  let near = 0;
+  for (let d = 1; !near; d++) {
+    if (flows - d >= 1 && flowRanges(flows - d)) near = flows - d;
+    else if (flows + d <= MAX_FLOWS && flowRanges(flows + d)) near = flows + d;
+  }
   throw new UsageError(
     `--flows ${flows}: pktgen steps source address and port together, so the flows must split into address and port counts ` +
-      `with no common factor, at most ${MAX_ADDRS} addresses and ${MAX_PORTS} ports; ${flows} does not: use ${up}`,
+      `with no common factor, at most ${MAX_ADDRS} addresses and ${MAX_PORTS} ports; ${flows} does not: use ${near}`,
   );
 }
 
@@ -88,7 +96,9 @@ export function pktgenCommands(o: PktgenOptions): PktgenWrite[] {
     const dev = `${o.iface}@${t}`;
     w.push({ file: thread, command: 'rem_device_all' }, { file: thread, command: `add_device ${dev}` });
     const set = (command: string) => w.push({ file: dev, command });
-    set('count 0'); // until stopped
+    // Stopped when measured; the count only ends a run that outlives this process (kill -9), after o.seconds + 2 s
+    // at the most a device can send, longer when it sends less.
+    set(`count ${Math.ceil((o.seconds + 2) * MAX_RATE)}`);
     set('clone_skb 0'); // a fresh skb per frame: the ranges below only vary between skbs
     set(`burst ${o.burst}`); // sends each skb this many times
     set(`pkt_size ${o.size - 4}`);
@@ -160,8 +170,12 @@ export async function runPktgen(o: PktgenOptions, lb?: Dataplane): Promise<Bench
       }
     }
   } catch (e) {
-    // Nothing half set up stays bound to the threads.
-    fs.writeFileSync(pgctrl, 'reset\n');
+    // Nothing half set up stays bound to the threads; the refusal is what to report, whatever reset says.
+    try {
+      fs.writeFileSync(pgctrl, 'reset\n');
+    } catch {
+      /* the refusal below says what went wrong */
+    }
     throw e;
   }
   const devs = Array.from({ length: o.threads }, (_, t) => `${o.iface}@${t}`);
@@ -170,9 +184,11 @@ export async function runPktgen(o: PktgenOptions, lb?: Dataplane): Promise<Bench
     const tx = Dataplane.sum(lb.stats.lookup(lb.statIds.get('TX')!)).packets;
     return tx + Dataplane.sum(lb.stats.lookup(lb.statIds.get('REDIRECT')!)).packets;
   };
-  // Writing "start" returns only when pktgen stops, so it runs in a child while we sample.
+  // Writing "start" returns only when pktgen stops, so it runs in a child while we sample. Stopped on SIGINT and
+  // SIGTERM too: pktgen runs in the kernel and would go on sending.
   const starter = spawn('sh', ['-c', `echo start > ${PKTGEN_DIR}/pgctrl`], { stdio: 'ignore' });
-  try {
+  const stop = () => fs.writeFileSync(pgctrl, 'stop\n');
+  return withSignalCleanup(stop, async () => {
     await sleep(500);
     const s0 = devs.reduce((a, d) => a + sentSoFar(d), 0);
     const f0 = forwarded();
@@ -190,8 +206,5 @@ export async function runPktgen(o: PktgenOptions, lb?: Dataplane): Promise<Bench
         : result(`pktgen ${o.flows} flows, ${o.size} B, ${o.threads} thread${o.threads === 1 ? '' : 's'}: sent`, sent, 'Mpps',
           { ...params, note: 'the load balancer runs elsewhere: read its rate there with xdp-dr list --rate' }),
     ];
-  } finally {
-    fs.writeFileSync(pgctrl, 'stop\n');
-    await new Promise((r) => (starter.exitCode !== null ? r(null) : starter.once('exit', r)));
-  }
+  }).finally(() => new Promise((r) => (starter.exitCode !== null ? r(null) : starter.once('exit', r))));
 }

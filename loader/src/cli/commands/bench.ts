@@ -10,7 +10,7 @@ import { runMaglev, MAGLEV_DEFAULTS } from '../../bench/maglev';
 import { runConnTable, CONNTABLE_DEFAULTS } from '../../bench/conntable';
 import { liveChart } from '../../bench/chart';
 import { reapStale } from '../../bench/scratch';
-import { pktgenAvailable, pktgenCommands, runPktgen, PKTGEN_DIR } from '../../bench/pktgen';
+import { pktgenAvailable, pktgenCommands, runPktgen, PKTGEN_DIR, MAX_FLOWS } from '../../bench/pktgen';
 import { UsageError } from '../../errors';
 import { ipToBytes, macToBytes } from '../../packet';
 import { chooseInterface, openLb, requireLink } from '../../lb/instance';
@@ -103,8 +103,8 @@ function pktgenCommand(): Command {
     .requiredOption('--vip <ip:port>', 'IPv4 VIP and UDP port of a service, e.g. 10.0.0.100:53')
     .option('--dst-mac <mac>', "the load balancer's MAC (default: the MAC of --lb)")
     .option('--lb <iface>', 'the interface of a load balancer on this host whose counters give the forwarded rate')
-    .option('--src <ip>', 'first source address (flows take consecutive addresses, about 64 ports each)', '198.18.0.1')
-    .option('--flows <n>', 'distinct source address/port pairs, exactly (a count that pktgen cannot make is refused with the nearest that it can)', int(1, 16_777_216), 10_000)
+    .option('--src <ip>', 'first source address: the flows take consecutive addresses, with up to about 64 ports each as the count allows', '198.18.0.1')
+    .option('--flows <n>', 'distinct source address/port pairs, exactly (a count that pktgen cannot make is refused with the nearest that it can)', int(1, MAX_FLOWS), 10_000)
     .option('--size <bytes>', 'frame size including the FCS', int(64, 9018), 64)
     .option('--threads <n>', 'pktgen threads (CPUs), each on its own TX queue', int(1, 1024), 1)
     .option('--burst <n>', 'times each frame is sent in a row (xmit_more): more frames per thread, but flows arrive in runs of n; a veth takes only 1', int(1, 1024), 1)
