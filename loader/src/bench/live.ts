@@ -218,43 +218,47 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
         // order AB BA AB BA ...: both meet the same generator and the same drift of a shared machine.
         let running = startAll(gens);
         await sleep(SETTLE_MS);
-        // One program against xdp_min, window after window; count: its own counter of frames sent, if it has one.
-        const measure = async (fd: number, count?: () => bigint) => {
-          const m = { 'xdp_min': [] as number[], 'xdp-dr': [] as number[], counter: [] as number[] };
-          const programs = [{ name: 'xdp_min', fd: minFd }, { name: 'xdp-dr', fd }];
+        // Programs against xdp_min, each in its own pairs of windows, the programs in turn round after round (so that
+        // the builds of --stages meet the same drift); count: a program's own counter of frames sent, if it has one.
+        const measure = async (builds: { fd: number; count?: () => bigint }[]) => {
+          const ms = builds.map(() => ({ 'xdp_min': [] as number[], 'xdp-dr': [] as number[], counter: [] as number[] }));
           for (let r = 0; r < o.runs; r++) {
-            for (const p of r % 2 ? [...programs].reverse() : programs) {
-              for (let attempt = 0; ; attempt++) {
-                replaceLinkProgram(link, p.fd, `${LB_IF} link`);
-                // Frames already in flight when the programs swap belong to the one before.
-                await sleep(SWAP_MS);
-                const f0 = forwarded();
-                const c0 = count?.() ?? 0n;
-                const t0 = process.hrtime.bigint();
-                await sleep(o.seconds * 1000);
-                const f1 = forwarded();
-                const c1 = count?.() ?? 0n;
-                const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-                if (running.error) throw running.error;
-                // A generator that ran out of frames inside the window would understate the rate: start it again.
-                if (running.finished) {
-                  await running.done;
+            for (const [i, { fd, count }] of builds.entries()) {
+              const m = ms[i];
+              const programs = [{ name: 'xdp_min', fd: minFd }, { name: 'xdp-dr', fd }];
+              for (const p of r % 2 ? [...programs].reverse() : programs) {
+                for (let attempt = 0; ; attempt++) {
+                  replaceLinkProgram(link, p.fd, `${LB_IF} link`);
+                  // Frames already in flight when the programs swap belong to the one before.
+                  await sleep(SWAP_MS);
+                  const f0 = forwarded();
+                  const c0 = count?.() ?? 0n;
+                  const t0 = process.hrtime.bigint();
+                  await sleep(o.seconds * 1000);
+                  const f1 = forwarded();
+                  const c1 = count?.() ?? 0n;
+                  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
                   if (running.error) throw running.error;
-                  if (attempt === 2)
-                    throw new Error(`a generator sent all ${FRAMES_PER_CALL} frames of a call within a window of ${o.seconds} s, three times: use a shorter --seconds`);
-                  running = startAll(gens);
-                  await sleep(SETTLE_MS);
-                  continue;
+                  // A generator that ran out of frames inside the window would understate the rate: start it again.
+                  if (running.finished) {
+                    await running.done;
+                    if (running.error) throw running.error;
+                    if (attempt === 2)
+                      throw new Error(`a generator sent all ${FRAMES_PER_CALL} frames of a call within a window of ${o.seconds} s, three times: use a shorter --seconds`);
+                    running = startAll(gens);
+                    await sleep(SETTLE_MS);
+                    continue;
+                  }
+                  m[p.name as 'xdp_min' | 'xdp-dr'].push(Number(f1 - f0) / secs / 1e6);
+                  if (p.name === 'xdp-dr' && count) m.counter.push(Number(c1 - c0) / secs / 1e6);
+                  break;
                 }
-                m[p.name as 'xdp_min' | 'xdp-dr'].push(Number(f1 - f0) / secs / 1e6);
-                if (p.name === 'xdp-dr' && count) m.counter.push(Number(c1 - c0) / secs / 1e6);
-                break;
               }
             }
           }
-          return { ...m, paired: pairedRatio(m['xdp-dr'], m['xdp_min']) };
+          return ms.map((m) => ({ ...m, paired: pairedRatio(m['xdp-dr'], m['xdp_min']) }));
         };
-        const m = await measure(dp.progFd!, lbTx);
+        const [m, ...cutRuns] = await measure([{ fd: dp.progFd!, count: lbTx }, ...cut.map((d) => ({ fd: d.progFd! }))]);
         const paired = m.paired;
         const res = result(
           `live ${flows} flow${flows === 1 ? '' : 's'}, ${o.frameSize} B, ${o.cpus} CPU${o.cpus === 1 ? '' : 's'}${o.connTable ? ', connection table' : ''}`,
@@ -270,8 +274,7 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
         // Where the frames' time goes: what each stage takes off the ratio, from xdp_min's 1.0 down to the whole
         // program's; the last step is the counters.
         let before = 1;
-        for (const [i, d] of cut.entries()) {
-          const c = await measure(d.progFd!);
+        for (const [i, c] of cutRuns.entries()) {
           const step = before - c.paired;
           const sr = result(`${res.name}, cut after stage ${i + 1}, ${STAGES[i]}`, median(c['xdp-dr']), 'Mpps', {
             ...res.params, lb_counter_mpps: undefined, runs_mpps: c['xdp-dr'], reference_runs_mpps: c['xdp_min'],
