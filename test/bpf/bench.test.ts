@@ -1,6 +1,6 @@
 // The benchmark's machinery in the real kernel (no timings are asserted: the machine is shared): test-run
 // contexts, the live generator's per-frame tuples, one short live run end to end, and a short micro run.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import fs from 'node:fs';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
@@ -15,7 +15,9 @@ import { serviceKeyOf } from '../../loader/src/dataplane/layout';
 import { snapshot } from '../lib/dataplane';
 import { CLI } from '../lib/daemonlab';
 import { Dataplane } from '../../loader/src/dataplane/dataplane';
-import { reapStale, benchPinDir } from '../../loader/src/bench/scratch';
+import { reapStale, benchPinDir, tidyBenchPins } from '../../loader/src/bench/scratch';
+
+after(() => tidyBenchPins());
 
 const frame = buildFrame({ src: '198.18.0.1', dst: '10.0.0.100', sport: 1, dport: 80, proto: 'udp', padTo: 60 });
 

@@ -39,6 +39,15 @@ function entries(dir: string): string[] {
   }
 }
 
+/** Removes the directory of benchmark pins once no benchmark has any there. */
+export function tidyBenchPins(): void {
+  try {
+    fs.rmdirSync(BENCH_PIN_BASE);
+  } catch {
+    /* in use by another benchmark, or already gone */
+  }
+}
+
 /** Removes what benchmarks of processes that no longer run left behind; returns what it removed. */
 export function reapStale(): string[] {
   const removed: string[] = [];

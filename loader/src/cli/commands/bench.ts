@@ -9,7 +9,7 @@ import { runControl, CONTROL_DEFAULTS } from '../../bench/control';
 import { runMaglev, MAGLEV_DEFAULTS } from '../../bench/maglev';
 import { runConnTable, CONNTABLE_DEFAULTS } from '../../bench/conntable';
 import { liveChart } from '../../bench/chart';
-import { reapStale } from '../../bench/scratch';
+import { reapStale, tidyBenchPins } from '../../bench/scratch';
 import { pktgenAvailable, pktgenCommands, runPktgen, PKTGEN_DIR, MAX_FLOWS } from '../../bench/pktgen';
 import { UsageError } from '../../errors';
 import { ipToBytes, macToBytes } from '../../packet';
@@ -193,7 +193,8 @@ export function benchCommand(): Command {
     // A benchmark killed where it could not clean up left its scratch pins or namespace; they go now.
     .hook('preAction', () => {
       for (const r of reapStale()) progress(`removed ${r}, left by a benchmark that did not finish`);
-    });
+    })
+    .hook('postAction', () => tidyBenchPins());
   return examples(c, [
     'xdp-dr bench micro',
     'xdp-dr bench live --flows 1,10000,1000000 --size 64 --cpus 1',
