@@ -13,9 +13,9 @@ import { runMicro, MICRO_CASES, STAGES, COUNTERS_STEP, loadWithServices } from '
 import { liveChart } from '../../loader/src/bench/chart';
 import { serviceKeyOf } from '../../loader/src/dataplane/layout';
 import { snapshot } from '../lib/dataplane';
-import { CLI } from '../lib/daemonlab';
+import { CLI, until } from '../lib/daemonlab';
 import { Dataplane } from '../../loader/src/dataplane/dataplane';
-import { reapStale, benchPinDir, tidyBenchPins } from '../../loader/src/bench/scratch';
+import { reapStale, benchPinDir, tidyBenchPins, alive } from '../../loader/src/bench/scratch';
 
 after(() => tidyBenchPins());
 
@@ -151,12 +151,12 @@ function generatorsOf(pid: number): number[] {
   return out;
 }
 
-const alive = (pid: number) => fs.existsSync(`/proc/${pid}`) && !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-
-async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
-  for (const t0 = Date.now(); !cond(); ) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+/** Alive and not a zombie (a child of ours that has ended but not been reaped yet). */
+function running(pid: number): boolean {
+  try {
+    return alive(pid) && !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false; // gone between the two looks
   }
 }
 
@@ -185,14 +185,14 @@ test('bench live leaves nothing behind: on SIGTERM it cleans up; after SIGKILL i
           dp.close();
         }
       };
-      await until('frames through the load balancer', () => forwarded() > 0n);
+      await until(() => forwarded() > 0n, 20_000, () => 'no frames through the load balancer');
       gens = generatorsOf(pid);
       assert.ok(gens.length > 0, 'a generator runs');
       assert.ok(fs.existsSync(ns) && fs.existsSync(pins), 'the benchmark made its namespace and pins');
       child.kill(sig);
       const code = await exited;
       assert.equal(code, sig === 'SIGTERM' ? 143 : 137, stderr);
-      await until('the generators to end with the benchmark', () => gens.every((g) => !alive(g)), 5_000);
+      await until(() => gens.every((g) => !running(g)), 5_000, () => 'the generators outlived the benchmark');
       if (sig === 'SIGKILL') {
         assert.ok(fs.existsSync(ns) && fs.existsSync(pins), 'SIGKILL gives no chance to clean up');
         const next = spawnSync(process.execPath, [CLI, 'bench', 'maglev', '--backends', '10'], { encoding: 'utf8' });
@@ -206,7 +206,7 @@ test('bench live leaves nothing behind: on SIGTERM it cleans up; after SIGKILL i
     } finally {
       child.kill('SIGKILL');
       await exited;
-      for (const g of gens.filter(alive)) process.kill(g, 'SIGKILL');
+      for (const g of gens.filter(running)) process.kill(g, 'SIGKILL');
       reapStale();
     }
   }

@@ -14,11 +14,10 @@ import path from 'node:path';
 import { fork, ChildProcess } from 'node:child_process';
 import { BpfObject, PerCpuMap, u32, u64, attachXdp, replaceLinkProgram, fn } from '../libbpf';
 import { Dataplane } from '../dataplane/dataplane';
-import { benchPinDir, benchNetnsName, withSignalCleanup } from './scratch';
+import { loadScratchLb, benchNetnsName, withSignalCleanup } from './scratch';
 import { ensureObject } from '../dataplane/build';
-import { serviceKeyOf, SERVICE_FLAG } from '../dataplane/layout';
-import { buildMaglevTable } from '../maglev';
-import { buildFrame, ipToBytes, macToBytes, TCP_FLAGS } from '../packet';
+import { SERVICE_FLAG } from '../dataplane/layout';
+import { buildFrame, ipToBytes, TCP_FLAGS } from '../packet';
 import { ScratchNetns } from './netns';
 import { UsageError } from '../errors';
 import { BenchResult, median, pairedRatio, result } from './result';
@@ -171,13 +170,8 @@ export async function runLive(opts: Partial<LiveOptions> = {}): Promise<BenchRes
 
     // The load balancer (and, with --stages, its builds cut short after each stage), with one service.
     const lb = (name: string, build?: BuildOptions): Dataplane => {
-      const d = Dataplane.load({ pinDir: benchPinDir(name), hashSeed: 1, build });
+      const d = loadScratchLb(name, [{ id: 1, vip: VIP, port: 80, proto: o.proto, flags: o.connTable ? SERVICE_FLAG.SERVICE_F_CONN_TABLE : 0 }], build);
       cleanup.push(() => d.discard());
-      const backends = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
-      for (const b of backends)
-        d.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
-      d.installTable(1, buildMaglevTable(backends, d.limits.tableSize));
-      d.putService(serviceKeyOf(ipToBytes(VIP), 80, o.proto), { id: 1, flags: o.connTable ? SERVICE_FLAG.SERVICE_F_CONN_TABLE : 0 });
       return d;
     };
     const dp = lb('live');

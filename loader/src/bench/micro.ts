@@ -3,11 +3,11 @@
 // figure is the median of several runs, so that a noisy neighbour hits both alike.
 import { BpfObject, TypedMap, testRun, XDP_ACTION_NAME, struct, bytes, be16, u8, u32 } from '../libbpf';
 import { Dataplane } from '../dataplane/dataplane';
-import { benchPinDir } from './scratch';
+import { loadScratchLb, SCRATCH_BACKENDS, scratchMacs } from './scratch';
 import { ensureObject, BuildOptions } from '../dataplane/build';
-import { serviceKeyOf, SERVICE_FLAG, IPPROTO } from '../dataplane/layout';
+import { SERVICE_FLAG, IPPROTO } from '../dataplane/layout';
 import { buildMaglevTable } from '../maglev';
-import { buildFrame, ipToBytes, macToBytes, FrameSpec, TCP_FLAGS } from '../packet';
+import { buildFrame, ipToBytes, FrameSpec, TCP_FLAGS } from '../packet';
 import { BenchResult, median, pairedRatio, pairedRatioIqm, result } from './result';
 
 export interface MicroOptions {
@@ -53,7 +53,7 @@ export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
     min = BpfObject.open(ensureObject('xdp_min'));
     min.load();
     const minFd = min.programFd('xdp_min_tx');
-    const table = buildMaglevTable(BACKENDS, dp.limits.tableSize);
+    const table = buildMaglevTable(SCRATCH_BACKENDS, dp.limits.tableSize);
     const results: BenchResult[] = [];
     for (const c of MICRO_CASES) {
       const frame = buildFrame(c.spec);
@@ -82,30 +82,14 @@ export function runMicro(opts: Partial<MicroOptions> = {}): BenchResult[] {
   }
 }
 
-const BACKENDS = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
-
-/** A program (of the given build) with the services and backends that the cases are sent to, its maps pinned apart. */
+/** A program (of the given build) with the services that the cases are sent to, its maps pinned apart. */
 export function loadWithServices(name: string, build?: BuildOptions): Dataplane {
-  const dp = Dataplane.load({ pinDir: benchPinDir(name), hashSeed: 1, build });
-  try {
-    for (const b of BACKENDS)
-      dp.setBackend(b.id, { dst_mac: macToBytes(`02:00:00:00:00:0${b.id}`), src_mac: macToBytes('02:00:00:00:00:ff'), ifindex: 0, gen: b.id });
-    const table = buildMaglevTable(BACKENDS, dp.limits.tableSize);
-    const services = [
-      { id: 1, vip: '10.0.0.100', port: 80, proto: 'tcp' as const },
-      { id: 2, vip: '10.0.0.100', port: 53, proto: 'udp' as const },
-      { id: 3, vip: '2001:db8::100', port: 80, proto: 'tcp' as const },
-      { id: 4, vip: TRACKED_VIP, port: 80, proto: 'tcp' as const, flags: SERVICE_FLAG.SERVICE_F_CONN_TABLE },
-    ];
-    for (const s of services) {
-      dp.installTable(s.id, table);
-      dp.putService(serviceKeyOf(ipToBytes(s.vip), s.port, s.proto), { id: s.id, flags: s.flags ?? 0 });
-    }
-    return dp;
-  } catch (e) {
-    dp.discard();
-    throw e;
-  }
+  return loadScratchLb(name, [
+    { id: 1, vip: '10.0.0.100', port: 80, proto: 'tcp' },
+    { id: 2, vip: '10.0.0.100', port: 53, proto: 'udp' },
+    { id: 3, vip: '2001:db8::100', port: 80, proto: 'tcp' },
+    { id: 4, vip: TRACKED_VIP, port: 80, proto: 'tcp', flags: SERVICE_FLAG.SERVICE_F_CONN_TABLE },
+  ], build);
 }
 
 /**
@@ -173,7 +157,7 @@ function againstRefDr(dp: Dataplane, minFd: number, table: ArrayLike<number>, o:
     new TypedMap(ref.map('ref_ring'), u32, u32).updateRange(table.length, table.length, (i) => table[i - table.length]);
     const backends = new TypedMap(ref.map('ref_backends'), u32, refBackend);
     for (const id of new Set(Array.from(table)))
-      backends.update(id, { dst_mac: macToBytes(`02:00:00:00:00:0${id}`), src_mac: macToBytes('02:00:00:00:00:ff') });
+      backends.update(id, scratchMacs(id));
     const frame = buildFrame(spec);
     const action = XDP_ACTION_NAME[testRun(fd, { data: frame }).retval];
     if (action !== 'XDP_TX') throw new Error(`the reference DR program gets ${action} for the ACK: the set-up is wrong`);

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { fn, CLONE_NEWNET, PR_SET_PDEATHSIG, SIGKILL } from '../libbpf/ffi';
 
-const RUN_NETNS = '/run/netns';
+export const RUN_NETNS = '/run/netns';
 
 function ip(args: string[]): string {
   try {
@@ -22,7 +22,7 @@ export class ScratchNetns {
   private constructor(readonly name: string) {}
 
   static create(name: string): ScratchNetns {
-    if (fs.existsSync(`${RUN_NETNS}/${name}`)) ip(['netns', 'del', name]);
+    deleteNetns(name);
     ip(['netns', 'add', name]);
     return new ScratchNetns(name);
   }
@@ -54,8 +54,15 @@ export class ScratchNetns {
 
   remove(): void {
     this.leave();
-    if (fs.existsSync(this.path)) ip(['netns', 'del', this.name]);
+    deleteNetns(this.name);
   }
+}
+
+/** Deletes a named network namespace if there is one; true if there was. */
+export function deleteNetns(name: string): boolean {
+  if (!fs.existsSync(`${RUN_NETNS}/${name}`)) return false;
+  ip(['netns', 'del', name]);
+  return true;
 }
 
 /** Joins the namespace at nsPath (a child process entering its parent's scratch namespace). */

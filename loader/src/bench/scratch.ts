@@ -5,10 +5,13 @@
 // sweep can never reach one.
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { BPFFS } from '../dataplane/dataplane';
+import { BPFFS, Dataplane } from '../dataplane/dataplane';
+import type { BuildOptions } from '../dataplane/build';
+import { serviceKeyOf } from '../dataplane/layout';
+import { buildMaglevTable } from '../maglev';
+import { ipToBytes, macToBytes } from '../packet';
+import { RUN_NETNS, deleteNetns } from './netns';
 
-const RUN_NETNS = '/run/netns';
 const NETNS_PREFIX = 'xdrb-';
 export const BENCH_PIN_BASE = path.join(BPFFS, 'xdp-dr-bench');
 
@@ -17,12 +20,43 @@ export function benchPinDir(name: string, pid = process.pid): string {
   return path.join(BENCH_PIN_BASE, `${name}-${pid}`);
 }
 
+/** The backends of every scratch load balancer (ids 1-3), and the MACs a frame gets towards one. */
+export const SCRATCH_BACKENDS = [1, 2, 3].map((id) => ({ id, key: `192.0.2.${id}`, weight: 1 }));
+export const scratchMacs = (id: number) => ({ dst_mac: macToBytes(`02:00:00:00:00:0${id}`), src_mac: macToBytes('02:00:00:00:00:ff') });
+
+export interface ScratchService {
+  id: number;
+  vip: string;
+  port: number;
+  proto: 'tcp' | 'udp';
+  flags?: number;
+}
+
+/** A load balancer (of the given build) pinned under benchPinDir(name), with SCRATCH_BACKENDS behind each service. */
+export function loadScratchLb(name: string, services: readonly ScratchService[], build?: BuildOptions): Dataplane {
+  const dp = Dataplane.load({ pinDir: benchPinDir(name), hashSeed: 1, build });
+  try {
+    for (const b of SCRATCH_BACKENDS)
+      dp.setBackend(b.id, { ...scratchMacs(b.id), ifindex: 0, gen: b.id });
+    const table = buildMaglevTable(SCRATCH_BACKENDS, dp.limits.tableSize);
+    for (const s of services) {
+      dp.installTable(s.id, table);
+      dp.putService(serviceKeyOf(ipToBytes(s.vip), s.port, s.proto), { id: s.id, flags: s.flags ?? 0 });
+    }
+    return dp;
+  } catch (e) {
+    dp.discard();
+    throw e;
+  }
+}
+
 /** Name of this process's scratch network namespace. */
 export function benchNetnsName(): string {
   return `${NETNS_PREFIX}${process.pid}`;
 }
 
-function alive(pid: number): boolean {
+/** Whether a process runs (one of another user's counts). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -65,8 +99,7 @@ export function reapStale(): string[] {
     const pid = pidOf(name, NETNS_PREFIX);
     if (pid === null || pid === process.pid || alive(pid)) continue;
     try {
-      execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
-      removed.push(`network namespace ${name}`);
+      if (deleteNetns(name)) removed.push(`network namespace ${name}`);
     } catch {
       /* gone meanwhile, or no iproute2: nothing of ours to remove then */
     }
